@@ -1,0 +1,363 @@
+"""RabbitMQ through pika's BlockingConnection. The only module that imports pika.
+
+Thread rule (pika FAQ at 1.4.4): a ``Broker`` and its channel belong to the thread that created
+them. The one call another thread may make is ``call_soon_threadsafe``, which wraps
+``add_callback_threadsafe``.
+
+Every pika exception is translated here: connection-level problems become ``BrokerUnavailable``
+(the caller reconnects), a declaration refused with 406/404 becomes ``TopologyConflict`` (the
+caller stops). The channel is always in confirm mode, so a ``publish`` that returns means the
+broker has taken responsibility for the message.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import re
+import socket
+import ssl
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Final, TypeVar
+from urllib.parse import urlsplit
+
+import attrs
+import pika
+import pika.exceptions
+from pika.adapters.blocking_connection import BlockingChannel
+
+from qbit_consumer.errors import BrokerUnavailable, TopologyConflict
+from qbit_consumer.topology import Topology
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: Seconds; frames go out every half of it. Explicit so a broker default cannot change it, and
+#: long enough that a slow confirm never looks like a dead peer. Threads that own a connection
+#: never block longer than a fraction of this (qBittorrent calls run on a helper thread).
+HEARTBEAT_SECONDS: Final = 30
+#: A broker under a memory or disk alarm blocks publishers; give up after this many seconds
+#: and reconnect, instead of hanging forever inside basic_publish.
+BLOCKED_CONNECTION_TIMEOUT: Final = 60
+#: How often an idle consumer wakes up to look at its stop flag.
+CONSUME_TICK_SECONDS: Final = 0.5
+
+_AMQP_ERRORS: Final = (pika.exceptions.AMQPError, OSError)
+
+
+@attrs.frozen(kw_only=True)
+class Delivery:
+    """One message taken from a queue. ``properties`` is pika's object, opaque to callers:
+    it is only handed back to ``republish`` so a copy keeps every property."""
+
+    body: bytes
+    delivery_tag: int
+    redelivered: bool
+    properties: Any
+    headers: Mapping[str, Any]
+    correlation_id: str | None
+    message_id: str | None
+
+
+@attrs.frozen(kw_only=True)
+class Outgoing:
+    """Properties of a message we create ourselves (events)."""
+
+    message_id: str
+    correlation_id: str | None
+    timestamp: int
+    persistent: bool
+    type: str = "event"
+    content_type: str = "application/json"
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced, for logs and error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def _parameters(url: str, connection_name: str) -> pika.URLParameters:
+    params = pika.URLParameters(url)
+    params.heartbeat = HEARTBEAT_SECONDS
+    params.blocked_connection_timeout = BLOCKED_CONNECTION_TIMEOUT
+    params.connection_attempts = 1
+    params.socket_timeout = 10
+    params.client_properties = {"connection_name": connection_name, "product": "qbit-consumer"}
+    if urlsplit(url).scheme == "amqps":
+        # pika's own amqps default is a bare SSLContext with no CA certificates loaded, so it
+        # can verify nothing. The system trust store, hostname checked, is what users expect.
+        context = ssl.create_default_context()
+        params.ssl_options = pika.SSLOptions(context, server_hostname=urlsplit(url).hostname)
+    return params
+
+
+class Broker:
+    """One connection and one confirm-mode channel, owned by the creating thread."""
+
+    def __init__(self, url: str, *, role: str) -> None:
+        self._url = url
+        self._name = f"qbit-consumer {role} on {socket.gethostname()}"
+        self._connection: pika.BlockingConnection | None = None
+        self._channel: BlockingChannel | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def connect(self) -> None:
+        """Open the connection and a channel in confirm mode.
+
+        :raises BrokerUnavailable: the broker cannot be reached or refused us.
+        """
+        try:
+            self._connection = pika.BlockingConnection(_parameters(self._url, self._name))
+            self._channel = self._connection.channel()
+            self._channel.confirm_delivery()
+        except _AMQP_ERRORS as exc:
+            self.close()
+            raise BrokerUnavailable(
+                f"cannot connect to {redact_url(self._url)}: {_describe(exc)}"
+            ) from exc
+
+    @property
+    def is_open(self) -> bool:
+        return bool(self._connection and self._connection.is_open)
+
+    def close(self) -> None:
+        """Close quietly; unacked deliveries go back to their queue (the broker does that)."""
+        connection, self._connection, self._channel = self._connection, None, None
+        if connection is not None and connection.is_open:
+            try:
+                connection.close()
+            except _AMQP_ERRORS as exc:
+                log.debug("closing the broker connection failed: %s", _describe(exc))
+
+    # -- topology --------------------------------------------------------------------------
+
+    def declare(self, topology: Topology) -> None:
+        """Declare every exchange, queue and binding of ``topology``; idempotent.
+
+        :raises TopologyConflict: something exists with other arguments (nothing is changed).
+        :raises BrokerUnavailable: the connection failed meanwhile.
+        """
+        channel = self._require_channel()
+        steps: list[tuple[str, Callable[[], Any]]] = []
+        for exchange in topology.exchanges:
+            steps.append(
+                (
+                    f"exchange '{exchange.name}'",
+                    lambda e=exchange: channel.exchange_declare(
+                        e.name, exchange_type=e.kind, durable=True
+                    ),
+                )
+            )
+        for queue in topology.queues:
+            steps.append(
+                (
+                    f"queue '{queue.name}'",
+                    lambda q=queue: channel.queue_declare(
+                        q.name, durable=True, arguments=q.arguments
+                    ),
+                )
+            )
+        for qb in topology.queue_bindings:
+            steps.append(
+                (
+                    f"binding of queue '{qb.queue}' to exchange '{qb.exchange}'",
+                    lambda b=qb: channel.queue_bind(b.queue, b.exchange, routing_key=b.routing_key),
+                )
+            )
+        for eb in topology.exchange_bindings:
+            steps.append(
+                (
+                    f"binding of exchange '{eb.destination}' to exchange '{eb.source}'",
+                    lambda b=eb: channel.exchange_bind(
+                        b.destination, b.source, routing_key=b.routing_key
+                    ),
+                )
+            )
+        for what, step in steps:
+            try:
+                step()
+            except pika.exceptions.ChannelClosedByBroker as exc:
+                self.close()
+                raise TopologyConflict(_conflict_sentence(what, exc)) from exc
+            except _AMQP_ERRORS as exc:
+                self.close()
+                raise BrokerUnavailable(f"declaring {what} failed: {_describe(exc)}") from exc
+
+    # -- consuming -------------------------------------------------------------------------
+
+    def consume(self, queue: str, prefetch_count: int) -> Iterator[Delivery | None]:
+        """Yield deliveries from ``queue``, and ``None`` every tick when there is nothing,
+        so the caller can look at its stop flag. Acks are manual.
+
+        :raises BrokerUnavailable: the connection failed.
+        """
+        channel = self._require_channel()
+        try:
+            channel.basic_qos(prefetch_count=prefetch_count)
+            for method, properties, body in channel.consume(
+                queue, auto_ack=False, inactivity_timeout=CONSUME_TICK_SECONDS
+            ):
+                if method is None:
+                    yield None
+                    continue
+                yield Delivery(
+                    body=body,
+                    delivery_tag=method.delivery_tag,
+                    redelivered=bool(method.redelivered),
+                    properties=properties,
+                    headers=dict(properties.headers or {}),
+                    correlation_id=properties.correlation_id,
+                    message_id=properties.message_id,
+                )
+        except _AMQP_ERRORS as exc:
+            self.close()
+            raise BrokerUnavailable(f"consuming from '{queue}' failed: {_describe(exc)}") from exc
+
+    def cancel_consumer(self) -> None:
+        """Stop deliveries; messages prefetched but not handled go back to the queue."""
+        if self._channel is not None and self._channel.is_open:
+            try:
+                self._channel.cancel()
+            except _AMQP_ERRORS as exc:
+                log.debug("cancelling the consumer failed: %s", _describe(exc))
+
+    def ack(self, delivery: Delivery) -> None:
+        try:
+            self._require_channel().basic_ack(delivery.delivery_tag)
+        except _AMQP_ERRORS as exc:
+            self.close()
+            raise BrokerUnavailable(f"ack failed: {_describe(exc)}") from exc
+
+    # -- publishing ------------------------------------------------------------------------
+
+    def publish(self, exchange: str, routing_key: str, body: bytes, props: Outgoing) -> bool:
+        """Publish with ``mandatory`` under confirms; True once confirmed and routed.
+
+        False means the broker confirmed the message but no queue was bound for it.
+        :raises BrokerUnavailable: no confirm (connection lost, or the broker nacked).
+        """
+        properties = pika.BasicProperties(
+            content_type=props.content_type,
+            message_id=props.message_id,
+            correlation_id=props.correlation_id,
+            timestamp=props.timestamp,
+            type=props.type,
+            delivery_mode=pika.DeliveryMode.Persistent
+            if props.persistent
+            else pika.DeliveryMode.Transient,
+            app_id="qbit-consumer",
+        )
+        return self._publish(exchange, routing_key, body, properties)
+
+    def republish(
+        self, delivery: Delivery, routing_key: str, extra_headers: Mapping[str, Any]
+    ) -> bool:
+        """Copy a delivery into ``routing_key`` (through the default exchange, straight to that
+        queue) with every property and the body unchanged, plus ``extra_headers``."""
+        original = delivery.properties
+        properties = pika.BasicProperties(
+            content_type=original.content_type,
+            content_encoding=original.content_encoding,
+            headers={**(original.headers or {}), **extra_headers},
+            delivery_mode=original.delivery_mode,
+            priority=original.priority,
+            correlation_id=original.correlation_id,
+            reply_to=original.reply_to,
+            expiration=original.expiration,
+            message_id=original.message_id,
+            timestamp=original.timestamp,
+            type=original.type,
+            user_id=original.user_id,
+            app_id=original.app_id,
+            cluster_id=original.cluster_id,
+        )
+        return self._publish("", routing_key, delivery.body, properties)
+
+    def _publish(
+        self, exchange: str, routing_key: str, body: bytes, properties: pika.BasicProperties
+    ) -> bool:
+        channel = self._require_channel()
+        try:
+            channel.basic_publish(exchange, routing_key, body, properties, mandatory=True)
+        except pika.exceptions.UnroutableError:
+            return False
+        except pika.exceptions.NackError as exc:
+            # The broker could not take the message (an internal error in a queue process);
+            # nothing was confirmed, so treat it like a lost connection: reconnect and redo.
+            self.close()
+            raise BrokerUnavailable(f"broker refused a message to '{routing_key}'") from exc
+        except _AMQP_ERRORS as exc:
+            self.close()
+            raise BrokerUnavailable(f"publish to '{routing_key}' failed: {_describe(exc)}") from exc
+        return True
+
+    # -- waiting without starving heartbeats -----------------------------------------------
+
+    def wait_for(self, future: concurrent.futures.Future[T]) -> T:
+        """The future's result, while keeping this connection's heartbeats and I/O going.
+
+        The connection's thread must never sit in a long blocking call: pika's
+        BlockingConnection only sends heartbeats inside its own calls.
+        """
+        while True:
+            try:
+                return future.result(timeout=0.05)
+            except concurrent.futures.TimeoutError:
+                self.sleep(0)
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep while servicing the connection (pika's ``connection.sleep``)."""
+        connection = self._connection
+        if connection is None:
+            return
+        try:
+            if seconds <= 0:
+                connection.process_data_events(time_limit=0)
+            else:
+                connection.sleep(seconds)
+        except _AMQP_ERRORS as exc:
+            self.close()
+            raise BrokerUnavailable(f"connection lost: {_describe(exc)}") from exc
+
+    def call_soon_threadsafe(self, callback: Callable[[], None]) -> None:
+        """The one method any thread may call: run ``callback`` on the connection's thread."""
+        connection = self._connection
+        if connection is None:
+            raise BrokerUnavailable("not connected")
+        try:
+            connection.add_callback_threadsafe(callback)
+        except _AMQP_ERRORS as exc:
+            raise BrokerUnavailable(f"connection closed: {_describe(exc)}") from exc
+
+    def _require_channel(self) -> BlockingChannel:
+        if self._channel is None or not self._channel.is_open:
+            raise BrokerUnavailable("not connected")
+        return self._channel
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, pika.exceptions.ConnectionClosed | pika.exceptions.ChannelClosed):
+        return f"{exc.reply_code} {exc.reply_text}"
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, pika.exceptions.AMQPConnectionError) and exc.args:
+        text = "; ".join(str(a) for a in exc.args) or type(exc).__name__
+    return text
+
+
+def _conflict_sentence(what: str, exc: pika.exceptions.ChannelClosedByBroker) -> str:
+    text = exc.reply_text
+    # e.g. "PRECONDITION_FAILED - inequivalent arg 'x-queue-type' for queue 'downloads.add'
+    # in vhost '/': received the value 'quorum' of type 'longstr' but current is none"
+    argument = re.search(r"inequivalent arg '([^']+)'", text)
+    if argument:
+        return (
+            f"{what} already exists with a different '{argument.group(1)}' argument "
+            f"({text}); it was left untouched: change the config to match, or delete it "
+            "in the management UI once it is empty"
+        )
+    return f"{what} cannot be declared: {exc.reply_code} {text}; it was left untouched"

@@ -1,0 +1,285 @@
+"""The INI configuration, parsed once at start into frozen attrs classes.
+
+Every key has the default of CONTRACT section 2, so a file only needs what differs. Any key can be
+overridden by an environment variable ``QBIT_CONSUMER_<SECTION>_<KEY>`` (secrets need not be in the
+file). Whatever is wrong is reported as one ConfigError line naming the file (or the environment
+variable), the section and the key; the CLI turns it into exit code 2.
+"""
+
+from __future__ import annotations
+
+import configparser
+import math
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+import attrs
+import cattrs
+
+from qbit_consumer.errors import ConfigError
+from qbit_consumer.structure import FieldError, short_repr, structure, validator
+
+ENV_PREFIX: Final = "QBIT_CONSUMER_"
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
+_CATEGORY_RE = re.compile(r"^[^\\/\s][^\\]*$")
+
+
+def _amqp_name(value: str) -> str | None:
+    return None if _NAME_RE.match(value) else "must be 1-200 characters of letters, digits, _ . : -"
+
+
+def _optional_amqp_name(value: str) -> str | None:
+    return None if value == "" else _amqp_name(value)
+
+
+def _url(schemes: tuple[str, ...]) -> Any:
+    def check(value: str) -> str | None:
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises ValueError for a bad port
+        except ValueError as exc:
+            return f"is not a valid URL ({exc})"
+        if parts.scheme not in schemes:
+            return f"must start with {' or '.join(s + '://' for s in schemes)}"
+        if not parts.hostname:
+            return "has no host name"
+        return None
+
+    return validator(check)
+
+
+def _at_least(minimum: float) -> Any:
+    return validator(lambda v: None if v >= minimum else f"must be at least {minimum:g}")
+
+
+def _one_of(*choices: str) -> Any:
+    return validator(lambda v: None if v in choices else f"must be one of {', '.join(choices)}")
+
+
+@attrs.frozen(kw_only=True)
+class RabbitmqConfig:
+    url: str = attrs.field(
+        default="amqp://guest:guest@localhost:5672/%2F", validator=_url(("amqp", "amqps"))
+    )
+    command_exchange: str = attrs.field(default="downloads", validator=validator(_amqp_name))
+    command_queue: str = attrs.field(default="downloads.add", validator=validator(_amqp_name))
+    queue_type: str = attrs.field(default="quorum", validator=_one_of("quorum", "classic"))
+    event_exchange: str = attrs.field(default="downloads.events", validator=validator(_amqp_name))
+    platform_exchange: str = attrs.field(default="", validator=validator(_optional_amqp_name))
+    platform_routing_keys: tuple[str, ...] = attrs.field(
+        default=("#",),
+        validator=validator(lambda v: None if v else "needs at least one binding key"),
+    )
+    prefetch_count: int = attrs.field(default=10, validator=_at_least(1))
+    max_attempts: int = attrs.field(default=5, validator=_at_least(1))
+    retry_delay_seconds: float = attrs.field(default=30.0, validator=_at_least(0.001))
+
+    @property
+    def retry_queue(self) -> str:
+        return f"{self.command_queue}.retry"
+
+    @property
+    def dead_letter_queue(self) -> str:
+        return f"{self.command_queue}.dlq"
+
+
+@attrs.frozen(kw_only=True)
+class QbittorrentConfig:
+    url: str = attrs.field(default="http://localhost:8080", validator=_url(("http", "https")))
+    username: str = "admin"
+    password: str = attrs.field(default="", repr=False)
+    verify_tls: bool = True
+    timeout_seconds: float = attrs.field(default=10.0, validator=_at_least(0.1))
+
+
+@attrs.frozen(kw_only=True)
+class PollingConfig:
+    interval_seconds: float = attrs.field(default=5.0, validator=_at_least(0.1))
+    failure_alert_threshold: int = attrs.field(default=3, validator=_at_least(1))
+    stalled_after_seconds: float = attrs.field(default=1800.0, validator=_at_least(1))
+
+
+@attrs.frozen(kw_only=True)
+class StateConfig:
+    path: Path = Path("./state/qbit-consumer.sqlite3")
+
+
+@attrs.frozen(kw_only=True)
+class LoggingConfig:
+    level: str = attrs.field(
+        default="INFO",
+        converter=str.upper,
+        validator=_one_of("DEBUG", "INFO", "WARNING", "ERROR"),
+    )
+    format: str = attrs.field(default="json", validator=_one_of("json", "text"))
+
+
+DEFAULT_CATEGORIES: Final = {
+    name: "" for name in ("movies", "tv", "music", "books", "software", "other")
+}
+
+
+@attrs.frozen(kw_only=True)
+class Config:
+    """The whole configuration. ``categories`` maps each allowed category to its save path
+    ('' means: let qBittorrent choose, as it would for a torrent added in its UI)."""
+
+    rabbitmq: RabbitmqConfig = RabbitmqConfig()
+    qbittorrent: QbittorrentConfig = QbittorrentConfig()
+    polling: PollingConfig = PollingConfig()
+    categories: Mapping[str, str] = attrs.field(factory=lambda: dict(DEFAULT_CATEGORIES))
+    state: StateConfig = StateConfig()
+    logging: LoggingConfig = LoggingConfig()
+    source: str = "<defaults>"
+
+
+_SECTIONS: Final[dict[str, type]] = {
+    "rabbitmq": RabbitmqConfig,
+    "qbittorrent": QbittorrentConfig,
+    "polling": PollingConfig,
+    "state": StateConfig,
+    "logging": LoggingConfig,
+}
+_ALL_SECTIONS: Final = (*_SECTIONS, "categories")
+
+
+def _strict_converter() -> cattrs.Converter:
+    """INI values are all strings: convert them by hand, and refuse anything unclear."""
+    conv = cattrs.Converter(forbid_extra_keys=True)
+
+    def to_int(value: Any, _: type) -> int:
+        try:
+            return int(str(value).strip(), 10)
+        except ValueError:
+            raise ValueError(f"expected a whole number, got {short_repr(value)}") from None
+
+    def to_float(value: Any, _: type) -> float:
+        try:
+            number = float(str(value).strip())
+        except ValueError:
+            raise ValueError(f"expected a number, got {short_repr(value)}") from None
+        if not math.isfinite(number):
+            raise ValueError(f"expected a finite number, got {short_repr(value)}")
+        return number
+
+    def to_bool(value: Any, _: type) -> bool:
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"expected true or false, got {short_repr(value)}")
+
+    def to_keys(value: Any, _: type) -> tuple[str, ...]:
+        keys = tuple(part.strip() for part in str(value).split(",") if part.strip())
+        for key in keys:
+            if not re.fullmatch(r"[A-Za-z0-9_.*#-]{1,255}", key):
+                raise ValueError(f"{short_repr(key)} is not a valid binding key")
+        return keys
+
+    conv.register_structure_hook(int, to_int)
+    conv.register_structure_hook(float, to_float)
+    conv.register_structure_hook(bool, to_bool)
+    conv.register_structure_hook(str, lambda v, _: str(v).strip())
+    conv.register_structure_hook(Path, lambda v, _: Path(str(v).strip()))
+    conv.register_structure_hook_func(lambda t: t == tuple[str, ...], to_keys)
+    return conv
+
+
+_CONVERTER: Final = _strict_converter()
+
+
+def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:
+    """Read ``path``, apply environment overrides, and validate everything.
+
+    :raises ConfigError: with one line that names the file or variable, the section and the key.
+    """
+    environ = os.environ if environ is None else environ
+    where = str(path)
+    raw = _read_ini(Path(path))
+    origin: dict[tuple[str, str], str] = {}
+    _apply_environment(raw, environ, origin)
+
+    sections: dict[str, Any] = {}
+    for section, cls in _SECTIONS.items():
+        values = raw.get(section, {})
+        try:
+            sections[section] = structure(_CONVERTER, values, cls)
+        except FieldError as exc:
+            key = exc.field or "?"
+            source = origin.get((section, key), where)
+            raise ConfigError(f"{source}: [{section}] {key}: {exc.message}") from None
+    categories = raw.get("categories")
+    if categories is None:
+        categories = dict(DEFAULT_CATEGORIES)
+    for name in categories:
+        if not _CATEGORY_RE.match(name) or "//" in name or name.endswith("/"):
+            source = origin.get(("categories", name), where)
+            raise ConfigError(f"{source}: [categories] {name}: is not a valid qBittorrent category")
+    if not categories:
+        raise ConfigError(f"{where}: [categories]: needs at least one category")
+    return Config(categories=categories, source=where, **sections)
+
+
+def _read_ini(path: Path) -> dict[str, dict[str, str]]:
+    # No interpolation: passwords may contain '%'. Inline comments start with ';' only,
+    # because '#' is a meaningful topic binding key.
+    parser = configparser.ConfigParser(
+        interpolation=None, inline_comment_prefixes=(";",), default_section="\x00none"
+    )
+    parser.optionxform = str  # type: ignore[assignment,method-assign]  # keep category case
+    try:
+        with path.open(encoding="utf-8") as handle:
+            parser.read_file(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a config file") from None
+    except PermissionError:
+        raise ConfigError(f"{path}: permission denied") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: is not UTF-8 text") from None
+    except configparser.Error as exc:
+        first_line = str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: {first_line}") from None
+
+    raw: dict[str, dict[str, str]] = {}
+    for section in parser.sections():
+        if section not in _ALL_SECTIONS:
+            raise ConfigError(
+                f"{path}: [{section}]: unknown section (expected one of {', '.join(_ALL_SECTIONS)})"
+            )
+        items = parser.items(section)
+        if section == "categories":
+            raw[section] = {key.strip(): value.strip() for key, value in items}
+        else:
+            raw[section] = {key.strip().lower(): value for key, value in items}
+    return raw
+
+
+def _apply_environment(
+    raw: dict[str, dict[str, str]],
+    environ: Mapping[str, str],
+    origin: dict[tuple[str, str], str],
+) -> None:
+    """``QBIT_CONSUMER_POLLING_INTERVAL_SECONDS=2`` sets ``[polling] interval_seconds``.
+
+    Variables whose section part is not one of ours (``QBIT_CONSUMER_TEST_...``) are left alone;
+    ``QBIT_CONSUMER_CATEGORIES_<NAME>`` adds or changes the category ``<name>`` (lower case).
+    """
+    for variable, value in sorted(environ.items()):
+        if not variable.startswith(ENV_PREFIX):
+            continue
+        rest = variable[len(ENV_PREFIX) :].lower()
+        section, _, key = rest.partition("_")
+        if section not in _ALL_SECTIONS or not key:
+            continue
+        if section == "categories":
+            value = value.strip()
+        raw.setdefault(section, {})[key] = value
+        origin[(section, key)] = f"environment {variable}"

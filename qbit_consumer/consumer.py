@@ -1,0 +1,118 @@
+"""The consumer thread: takes ``downloads.add`` commands and carries them out one at a time.
+
+It owns its broker connection (pika's BlockingConnection is not thread-safe). qBittorrent calls
+run on a one-worker helper thread while this thread keeps servicing the connection
+(``Broker.wait_for``), so a slow qBittorrent never starves the heartbeats. The QbitClient lives
+on that helper thread only.
+
+Lifecycle: ``start()`` -> ``run()`` loops connect / declare / consume, reconnecting with backoff
+when the broker goes away; ``stop()`` asks it to finish the command in hand and return.
+A ``TopologyConflict`` or an unexpected exception ends the thread with ``failure`` set, which
+the service turns into a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from qbit_consumer.backoff import Backoff
+from qbit_consumer.broker import Broker, redact_url
+from qbit_consumer.commands import AddResult, CommandHandler
+from qbit_consumer.config import Config
+from qbit_consumer.errors import BrokerUnavailable, TopologyConflict
+from qbit_consumer.messages import AddCommand
+from qbit_consumer.qbit import LoginGate, QbitClient
+from qbit_consumer.topology import build_topology
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class ConsumerThread(threading.Thread):
+    def __init__(
+        self,
+        cfg: Config,
+        gate: LoginGate,
+        on_added: Callable[[AddCommand, AddResult], None] | None = None,
+    ) -> None:
+        super().__init__(name="consumer", daemon=True)
+        self._cfg = cfg
+        self._gate = gate
+        self._on_added = on_added
+        self._stopping = threading.Event()
+        self.connected = threading.Event()
+        self.failure: BaseException | None = None
+        self._qbit_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="consumer-qbit")
+        self._qbit: QbitClient | None = None
+
+    def stop(self) -> None:
+        """Ask the thread to finish the command in hand and return. Any thread may call it."""
+        self._stopping.set()
+
+    def run(self) -> None:
+        backoff = Backoff()
+        outage: str | None = None
+        try:
+            while not self._stopping.is_set():
+                broker = Broker(self._cfg.rabbitmq.url, role="consumer")
+                try:
+                    broker.connect()
+                    broker.declare(build_topology(self._cfg.rabbitmq))
+                    if outage is not None:
+                        log.warning("connected to RabbitMQ again after: %s", outage)
+                    outage = None
+                    backoff.reset()
+                    self._consume(broker)
+                except BrokerUnavailable as exc:
+                    if outage is None:
+                        log.error("RabbitMQ unavailable, reconnecting until it is back: %s", exc)
+                        outage = str(exc)
+                    self._stopping.wait(backoff.next())
+                finally:
+                    self.connected.clear()
+                    broker.close()
+        except TopologyConflict as exc:
+            log.critical("cannot start: %s", exc)
+            self.failure = exc
+        except BaseException as exc:
+            log.critical("the consumer thread crashed", exc_info=True)
+            self.failure = exc
+        finally:
+            self._qbit_thread.submit(self._close_qbit)
+            self._qbit_thread.shutdown(wait=True, cancel_futures=False)
+
+    def _consume(self, broker: Broker) -> None:
+        handler = CommandHandler(
+            self._cfg,
+            broker,
+            lambda work: broker.wait_for(self._qbit_thread.submit(self._with_qbit, work)),
+            self._on_added,
+        )
+        self.connected.set()
+        log.info(
+            "consuming commands from %r on %s",
+            self._cfg.rabbitmq.command_queue,
+            redact_url(self._cfg.rabbitmq.url),
+        )
+        for delivery in broker.consume(
+            self._cfg.rabbitmq.command_queue, self._cfg.rabbitmq.prefetch_count
+        ):
+            if delivery is not None:
+                handler.handle(delivery)
+            if self._stopping.is_set():
+                break
+        broker.cancel_consumer()
+
+    def _with_qbit(self, work: Callable[[QbitClient], T]) -> T:
+        """Runs on the helper thread, which alone owns the QbitClient."""
+        if self._qbit is None:
+            self._qbit = QbitClient(self._cfg.qbittorrent, self._gate)
+        return work(self._qbit)
+
+    def _close_qbit(self) -> None:
+        if self._qbit is not None:
+            self._qbit.close()

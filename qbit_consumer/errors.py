@@ -1,0 +1,76 @@
+"""The service's own exceptions.
+
+Third-party errors (pika, qbittorrent-api, json, cattrs) are translated into these where they
+enter our code, so that the rest of the service decides what to do from the exception type alone:
+
+* ``ConfigError``: the configuration is unusable; the process exits with code 2.
+* ``InvalidCommand``: this command can never succeed; it goes to the dead-letter queue.
+* ``TransientError``: it may work later; the command goes through the retry queue.
+* ``BrokerUnavailable``: the RabbitMQ connection is gone; reconnect and carry on.
+* ``TopologyConflict``: a queue or exchange exists with other arguments; stop, delete nothing.
+
+The one place that maps these onto ack / retry / dead-letter is ``qbit_consumer.commands``.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+#: Dead-letter reasons, as they appear in the ``x-error-reason`` header (CONTRACT section 4).
+INVALID_JSON: Final = "invalid_json"
+INVALID_MESSAGE: Final = "invalid_message"
+INVALID_MAGNET: Final = "invalid_magnet"
+INVALID_CATEGORY: Final = "invalid_category"
+TOO_LARGE: Final = "too_large"
+QBITTORRENT_REJECTED: Final = "qbittorrent_rejected"
+RETRIES_EXHAUSTED: Final = "retries_exhausted"
+
+REASONS: Final = frozenset(
+    {
+        INVALID_JSON,
+        INVALID_MESSAGE,
+        INVALID_MAGNET,
+        INVALID_CATEGORY,
+        TOO_LARGE,
+        QBITTORRENT_REJECTED,
+        RETRIES_EXHAUSTED,
+    }
+)
+
+
+class QbitConsumerError(Exception):
+    """Root of every error this service raises on purpose."""
+
+
+class ConfigError(QbitConsumerError):
+    """The configuration cannot be used. The message is the one line the user sees."""
+
+
+class InvalidCommand(QbitConsumerError):
+    """A command that will never succeed, however often it is retried.
+
+    ``reason`` is one of the dead-letter reason codes; ``detail`` is one readable sentence
+    for the self-hoster who looks at the dead-letter queue.
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        if reason not in REASONS:
+            raise ValueError(f"unknown dead-letter reason {reason!r}")
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class TransientError(QbitConsumerError):
+    """A failure that may go away on its own (qBittorrent down, 5xx, timeout, login)."""
+
+
+class BrokerUnavailable(QbitConsumerError):
+    """The connection to RabbitMQ failed or was lost; the caller reconnects."""
+
+
+class TopologyConflict(QbitConsumerError):
+    """A queue or exchange already exists with arguments other than ours.
+
+    Fatal on purpose: redeclaring or deleting it could lose the self-hoster's messages.
+    """

@@ -1,0 +1,164 @@
+"""The events this service publishes on the event exchange (CONTRACT section 5).
+
+One attrs class per event; all share the envelope. ``to_json`` writes the envelope fields first,
+in the contract's order, so that a person reading a queue in the management UI sees them first.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Final
+
+import attrs
+
+SCHEMA_VERSION: Final = 1
+
+
+def now_rfc3339() -> str:
+    """UTC time with milliseconds and a ``Z``, as in ``2026-11-24T08:00:00.123Z``."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@attrs.frozen(kw_only=True)
+class Event:
+    """The envelope. ``hash`` is the download's stable key; null only for polling events and
+    for commands that failed before their magnet was understood."""
+
+    name_of_event: ClassVar[str] = ""
+    persistent: ClassVar[bool] = True
+
+    request_id: str | None
+    hash: str | None
+    infohash_v2: str | None
+    name: str | None
+    category: str | None
+    event_id: str = attrs.field(factory=lambda: str(uuid.uuid4()))
+    occurred_at: str = attrs.field(factory=now_rfc3339)
+
+    @property
+    def routing_key(self) -> str:
+        return self.name_of_event
+
+    def to_dict(self) -> dict[str, Any]:
+        fields = attrs.asdict(self, recurse=False)
+        envelope = {
+            "schema": SCHEMA_VERSION,
+            "event": self.name_of_event,
+            "event_id": fields.pop("event_id"),
+            "occurred_at": fields.pop("occurred_at"),
+        }
+        for key in ("request_id", "hash", "infohash_v2", "name", "category"):
+            envelope[key] = fields.pop(key)
+        envelope.update(fields)
+        return envelope
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":")).encode()
+
+
+@attrs.frozen(kw_only=True)
+class Received(Event):
+    name_of_event: ClassVar[str] = "downloads.received"
+    magnet: str
+
+
+@attrs.frozen(kw_only=True)
+class Added(Event):
+    name_of_event: ClassVar[str] = "downloads.added"
+    save_path: str
+    duplicate: bool
+
+
+@attrs.frozen(kw_only=True)
+class Progress(Event):
+    name_of_event: ClassVar[str] = "downloads.progress"
+    persistent: ClassVar[bool] = False
+    state: str
+    progress: float
+    downloaded: int
+    size: int
+    dlspeed: int
+    upspeed: int
+    eta: int | None
+    num_seeds: int
+    num_peers: int
+
+
+@attrs.frozen(kw_only=True)
+class Completed(Event):
+    name_of_event: ClassVar[str] = "downloads.completed"
+    size: int
+    save_path: str
+    content_path: str
+    completed_at: str
+
+
+@attrs.frozen(kw_only=True)
+class Stalled(Event):
+    name_of_event: ClassVar[str] = "downloads.stalled"
+    state: str
+    progress: float
+    stalled_seconds: float
+
+
+@attrs.frozen(kw_only=True)
+class Paused(Event):
+    name_of_event: ClassVar[str] = "downloads.paused"
+    state: str
+    progress: float
+
+
+@attrs.frozen(kw_only=True)
+class Errored(Event):
+    name_of_event: ClassVar[str] = "downloads.errored"
+    state: str
+    detail: str
+
+
+@attrs.frozen(kw_only=True)
+class Removed(Event):
+    name_of_event: ClassVar[str] = "downloads.removed"
+    last_state: str | None
+    last_progress: float | None
+    completed: bool
+
+
+@attrs.frozen(kw_only=True)
+class Failed(Event):
+    name_of_event: ClassVar[str] = "downloads.failed"
+    reason: str
+    detail: str
+
+
+@attrs.frozen(kw_only=True)
+class PollingFailed(Event):
+    name_of_event: ClassVar[str] = "downloads.polling_failed"
+    consecutive_failures: int
+    error: str
+    since: str
+
+
+@attrs.frozen(kw_only=True)
+class PollingRecovered(Event):
+    name_of_event: ClassVar[str] = "downloads.polling_recovered"
+    outage_seconds: float
+
+
+EVENT_TYPES: Final[dict[str, type[Event]]] = {
+    cls.name_of_event: cls
+    for cls in (
+        Received,
+        Added,
+        Progress,
+        Completed,
+        Stalled,
+        Paused,
+        Errored,
+        Removed,
+        Failed,
+        PollingFailed,
+        PollingRecovered,
+    )
+}

@@ -1,0 +1,293 @@
+"""qBittorrent's Web API through qbittorrent-api. The only module that imports qbittorrentapi.
+
+Versions 4.5 to 5.2 differ in ways that matter here (CONTRACT section 6):
+
+* ``torrents/add`` answers ``Ok.``/``Fails.`` up to 5.1, and JSON (``success_count`` ...) or
+  409 Conflict from 5.2; we treat every answer the same way: accepted or not.
+* login answers 200 ``Ok.`` (up to 5.1) or 204 with an empty body (5.2), with a session cookie
+  named ``SID`` or ``QBT_SID_<port>``; qbittorrent-api handles both.
+* after 5 failed logins qBittorrent bans the client IP for an hour, and with Docker's bridge
+  network that IP is shared by every container. ``LoginGate`` makes sure we never get there.
+
+A ``QbitClient`` is not thread-safe (neither is qbittorrent-api's Client): each thread that
+talks to qBittorrent has its own. Every call is bounded by ``timeout_seconds``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, Final
+
+import attrs
+import qbittorrentapi
+
+from qbit_consumer.config import QbittorrentConfig
+from qbit_consumer.errors import QBITTORRENT_REJECTED, InvalidCommand, TransientError
+
+log = logging.getLogger(__name__)
+
+#: After this many failed logins in a row we stop trying until the service restarts:
+#: qBittorrent bans after 5 and never forgets a failure until it bans or restarts, so 3 leaves
+#: the person fixing the password two attempts of their own.
+MAX_FAILED_LOGINS: Final = 3
+#: Seconds before the second and the third login attempt.
+LOGIN_BACKOFF: Final = (30.0, 300.0)
+
+
+class LoginGate:
+    """Shared by every QbitClient of the process, so all threads together stay in budget."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._failures = 0
+        self._closed_until = 0.0
+
+    def check(self) -> None:
+        """:raises TransientError: while no login may be attempted."""
+        with self._lock:
+            if self._failures >= MAX_FAILED_LOGINS:
+                raise TransientError(
+                    f"qBittorrent login failed {self._failures} times; not trying again until "
+                    "the service restarts (qBittorrent bans an IP after 5 failures): check "
+                    "[qbittorrent] username and password"
+                )
+            wait = self._closed_until - time.monotonic()
+            if wait > 0:
+                raise TransientError(f"qBittorrent login failed; next attempt in {wait:.0f} s")
+
+    def failed(self) -> int:
+        with self._lock:
+            self._failures += 1
+            if self._failures < MAX_FAILED_LOGINS:
+                self._closed_until = time.monotonic() + LOGIN_BACKOFF[self._failures - 1]
+            return self._failures
+
+    def succeeded(self) -> None:
+        with self._lock:
+            self._failures = 0
+            self._closed_until = 0.0
+
+
+@attrs.frozen(kw_only=True)
+class Torrent:
+    """The fields of a ``torrents/info`` item that this service uses, typed."""
+
+    id: str
+    infohash_v1: str | None
+    infohash_v2: str | None
+    name: str
+    state: str
+    category: str
+    tags: tuple[str, ...]
+    save_path: str
+    content_path: str
+    progress: float
+    size: int
+    total_size: int
+    amount_left: int
+    downloaded: int
+    completion_on: int
+    dlspeed: int
+    upspeed: int
+    eta: int
+    num_seeds: int
+    num_leechs: int
+    added_on: int
+
+    @classmethod
+    def from_api(cls, item: Mapping[str, Any]) -> Torrent:
+        tags = item.get("tags") or ""
+        return cls(
+            id=str(item.get("hash", "")).lower(),
+            infohash_v1=(item.get("infohash_v1") or None),
+            infohash_v2=(item.get("infohash_v2") or None),
+            name=str(item.get("name", "")),
+            state=str(item.get("state", "unknown")),
+            category=str(item.get("category", "")),
+            tags=tuple(t.strip() for t in tags.split(",") if t.strip()),
+            save_path=str(item.get("save_path", "")),
+            content_path=str(item.get("content_path", "")),
+            progress=float(item.get("progress", 0.0)),
+            size=int(item.get("size", 0)),
+            total_size=int(item.get("total_size", 0)),
+            amount_left=int(item.get("amount_left", 0)),
+            downloaded=int(item.get("downloaded", 0)),
+            completion_on=int(item.get("completion_on", 0) or 0),
+            dlspeed=int(item.get("dlspeed", 0)),
+            upspeed=int(item.get("upspeed", 0)),
+            eta=int(item.get("eta", 0)),
+            num_seeds=int(item.get("num_seeds", 0)),
+            num_leechs=int(item.get("num_leechs", 0)),
+            added_on=int(item.get("added_on", 0)),
+        )
+
+    def matches(self, keys: Iterable[str]) -> bool:
+        """True when any of ``keys`` is this torrent's id, v1 or (40 or 64 hex) v2 hash."""
+        mine = {self.id, self.infohash_v1, self.infohash_v2}
+        if self.infohash_v2:
+            mine.add(self.infohash_v2[:40])
+        return any(key in mine for key in keys)
+
+
+class QbitClient:
+    """One qBittorrent session, for one thread."""
+
+    def __init__(self, cfg: QbittorrentConfig, gate: LoginGate) -> None:
+        self._cfg = cfg
+        self._gate = gate
+        self._known_categories: set[str] = set()
+        connect_timeout = min(5.0, cfg.timeout_seconds)
+        self._client = qbittorrentapi.Client(
+            host=cfg.url,
+            username=cfg.username,
+            password=cfg.password,
+            VERIFY_WEBUI_CERTIFICATE=cfg.verify_tls,
+            SIMPLE_RESPONSES=True,
+            REQUESTS_ARGS={"timeout": (connect_timeout, cfg.timeout_seconds)},
+            # qbittorrent-api already tries each request twice; a third, silent urllib3 retry
+            # would only stretch the worst case of a call.
+            HTTPADAPTER_ARGS={"max_retries": 0},
+            RAISE_NOTIMPLEMENTEDERROR_FOR_UNIMPLEMENTED_API_ENDPOINTS=True,
+        )
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def version(self) -> tuple[str, str]:
+        """(application version, Web API version), e.g. ("v4.5.2", "2.8.19")."""
+        with self._translate("reading the version"):
+            return str(self._client.app_version()), str(self._client.app_web_api_version())
+
+    def torrents(self, ids: Iterable[str]) -> list[Torrent]:
+        """The torrents listed under any of ``ids`` (qBittorrent matches torrent ids only)."""
+        wanted = sorted({i for i in ids if len(i) == 40})
+        if not wanted:
+            return []
+        with self._translate("listing torrents"):
+            items = self._client.torrents_info(torrent_hashes=wanted)
+        return [Torrent.from_api(item) for item in items]
+
+    def all_torrents(self) -> list[Torrent]:
+        """Every torrent: expensive on a large library (a full ``torrents/info``), so only
+        used where a cheaper filter cannot answer."""
+        with self._translate("listing all torrents"):
+            items = self._client.torrents_info()
+        return [Torrent.from_api(item) for item in items]
+
+    # -- changes ---------------------------------------------------------------------------
+
+    def ensure_category(self, name: str, save_path: str) -> None:
+        """Create ``name`` when qBittorrent does not have it; never change an existing one."""
+        if name in self._known_categories:
+            return
+        with self._translate("reading categories"):
+            existing = self._client.torrents_categories()
+        if name in existing:
+            current = str(existing[name].get("savePath", ""))
+            if save_path and current.rstrip("/") != save_path.rstrip("/"):
+                log.warning(
+                    "category %r exists in qBittorrent with save path %r, config says %r; "
+                    "torrents are added with the configured path, the category is left as is",
+                    name,
+                    current,
+                    save_path,
+                )
+        else:
+            with (
+                self._translate("creating a category"),
+                contextlib.suppress(qbittorrentapi.Conflict409Error),
+            ):
+                self._client.torrents_create_category(name=name, save_path=save_path or None)
+            log.info("created category %r in qBittorrent", name, extra={"category": name})
+        self._known_categories.add(name)
+
+    def add_magnet(self, uri: str, *, category: str, tags: Iterable[str], save_path: str) -> bool:
+        """Hand a magnet to qBittorrent. True if it accepted the torrent as new.
+
+        False is qBittorrent's ``Fails.`` (up to 5.1) or 409 (5.2): a duplicate or a magnet it
+        refused; the caller finds out which.
+        :raises InvalidCommand: qBittorrent answered 4xx (it will never accept this request).
+        """
+        options: dict[str, Any] = {"urls": uri, "category": category, "tags": list(tags)}
+        if save_path:
+            # A save path only sticks in manual mode; automatic mode would use the category's.
+            options.update(save_path=save_path, use_auto_torrent_management=False)
+        try:
+            with self._translate("adding a torrent"):
+                answer = self._client.torrents_add(**options)
+        except _Conflict:
+            return False
+        if isinstance(answer, str):
+            return answer.strip() != "Fails."
+        if isinstance(answer, Mapping):  # 5.2: {"success_count": .., "pending_count": ..}
+            return int(answer.get("success_count", 0)) + int(answer.get("pending_count", 0)) > 0
+        return True  # very old versions answered nothing on success
+
+    def add_tags(self, torrent_id: str, tags: Iterable[str]) -> None:
+        tags = list(tags)
+        if tags:
+            with self._translate("tagging a torrent"):
+                self._client.torrents_add_tags(tags=tags, torrent_hashes=torrent_id)
+
+    def close(self) -> None:
+        """Log out, so qBittorrent frees the session (it keeps one per login otherwise)."""
+        with contextlib.suppress(Exception):
+            if self._client.is_logged_in:
+                self._client.auth_log_out()
+
+    # -- error translation -------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _translate(self, doing: str) -> Iterator[None]:
+        self._gate.check()
+        try:
+            yield
+        except qbittorrentapi.Conflict409Error:
+            raise _Conflict() from None
+        except qbittorrentapi.LoginFailed as exc:
+            failures = self._gate.failed()
+            log.error(
+                "qBittorrent login as %r failed (%d of at most %d attempts)",
+                self._cfg.username,
+                failures,
+                MAX_FAILED_LOGINS,
+            )
+            raise TransientError(f"qBittorrent login failed while {doing}") from exc
+        except qbittorrentapi.Forbidden403Error as exc:
+            self._gate.failed()
+            raise TransientError(
+                f"qBittorrent answered 403 Forbidden while {doing} (IP banned after failed logins?)"
+            ) from exc
+        except qbittorrentapi.Unauthorized401Error as exc:
+            raise TransientError(
+                f"qBittorrent answered 401 Unauthorized while {doing}: a reverse proxy or "
+                "Host-header/CSRF check is refusing us"
+            ) from exc
+        except qbittorrentapi.HTTP5XXError as exc:
+            raise TransientError(
+                f"qBittorrent failed while {doing}: HTTP {exc.http_status_code}"
+            ) from exc
+        except qbittorrentapi.HTTP4XXError as exc:
+            if doing == "adding a torrent":
+                raise InvalidCommand(
+                    QBITTORRENT_REJECTED,
+                    f"qBittorrent refused the torrent with HTTP {exc.http_status_code}",
+                ) from exc
+            raise TransientError(
+                f"qBittorrent answered HTTP {exc.http_status_code} while {doing}"
+            ) from exc
+        except qbittorrentapi.APIConnectionError as exc:
+            raise TransientError(
+                f"qBittorrent is unreachable at {self._cfg.url} while {doing}"
+            ) from exc
+        except qbittorrentapi.APIError as exc:
+            raise TransientError(f"qBittorrent API error while {doing}: {exc}") from exc
+        else:
+            self._gate.succeeded()
+
+
+class _Conflict(Exception):
+    """qBittorrent 5.2's 409: nothing was added (a duplicate, or a refused magnet)."""

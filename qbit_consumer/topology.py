@@ -1,0 +1,110 @@
+"""What the service declares on RabbitMQ (CONTRACT section 3), as plain data.
+
+Kept apart from ``broker`` (which performs the declarations) so the arguments can be read, tested
+and documented without a broker. All declarations are idempotent: declaring the same thing twice
+is a no-op, and declaring it with other arguments is a ``TopologyConflict``, never a delete.
+
+Retries use a queue with a per-queue TTL that dead-letters back into the command queue through
+the default exchange. A per-queue TTL (not per-message ``expiration``) because RabbitMQ expires
+messages only at the head of a queue: mixed delays in one queue would wait behind each other.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import attrs
+
+from qbit_consumer.config import RabbitmqConfig
+
+#: A quorum queue dead-letters a message redelivered this many times (a crash loop on one
+#: message). RabbitMQ 3.10 has no default limit, so without this a poison message that kills
+#: the service would be redelivered forever.
+DELIVERY_LIMIT: Final = 20
+
+
+@attrs.frozen
+class ExchangeSpec:
+    name: str
+    kind: str = "topic"
+
+
+@attrs.frozen
+class QueueSpec:
+    name: str
+    arguments: dict[str, Any]
+
+
+@attrs.frozen
+class QueueBinding:
+    queue: str
+    exchange: str
+    routing_key: str
+
+
+@attrs.frozen
+class ExchangeBinding:
+    destination: str
+    source: str
+    routing_key: str
+
+
+@attrs.frozen(kw_only=True)
+class Topology:
+    exchanges: tuple[ExchangeSpec, ...]
+    queues: tuple[QueueSpec, ...]
+    queue_bindings: tuple[QueueBinding, ...]
+    exchange_bindings: tuple[ExchangeBinding, ...]
+
+
+COMMAND_ROUTING_KEY: Final = "downloads.add"
+
+
+def build_topology(cfg: RabbitmqConfig) -> Topology:
+    quorum = cfg.queue_type == "quorum"
+    type_args: dict[str, Any] = {"x-queue-type": "quorum"} if quorum else {}
+    # At-least-once dead-lettering (quorum only) makes the broker keep a message until the
+    # target queue confirmed it; it requires overflow=reject-publish.
+    safe_dead_lettering: dict[str, Any] = (
+        {"x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
+        if quorum
+        else {}
+    )
+    command = QueueSpec(
+        cfg.command_queue,
+        {
+            **type_args,
+            **({"x-delivery-limit": DELIVERY_LIMIT} if quorum else {}),
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": cfg.dead_letter_queue,
+            **safe_dead_lettering,
+        },
+    )
+    retry = QueueSpec(
+        cfg.retry_queue,
+        {
+            **type_args,
+            "x-message-ttl": round(cfg.retry_delay_seconds * 1000),
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": cfg.command_queue,
+            **safe_dead_lettering,
+        },
+    )
+    dead_letter = QueueSpec(cfg.dead_letter_queue, dict(type_args))
+
+    exchanges = [ExchangeSpec(cfg.command_exchange), ExchangeSpec(cfg.event_exchange)]
+    exchange_bindings: list[ExchangeBinding] = []
+    if cfg.platform_exchange:
+        exchanges.append(ExchangeSpec(cfg.platform_exchange))
+        exchange_bindings = [
+            ExchangeBinding(cfg.platform_exchange, cfg.event_exchange, key)
+            for key in cfg.platform_routing_keys
+        ]
+    return Topology(
+        exchanges=tuple(exchanges),
+        queues=(command, retry, dead_letter),
+        queue_bindings=(
+            QueueBinding(cfg.command_queue, cfg.command_exchange, COMMAND_ROUTING_KEY),
+        ),
+        exchange_bindings=tuple(exchange_bindings),
+    )
