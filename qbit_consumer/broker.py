@@ -199,32 +199,36 @@ class Broker:
         channel = self._require_channel()
         try:
             channel.basic_qos(prefetch_count=prefetch_count)
-            for method, properties, body in channel.consume(
-                queue, auto_ack=False, inactivity_timeout=CONSUME_TICK_SECONDS
-            ):
-                if method is None:
-                    yield None
-                    continue
-                yield Delivery(
-                    body=body,
-                    delivery_tag=method.delivery_tag,
-                    redelivered=bool(method.redelivered),
-                    properties=properties,
-                    headers=dict(properties.headers or {}),
-                    correlation_id=properties.correlation_id,
-                    message_id=properties.message_id,
-                )
+            yield from self._deliveries(channel, queue)
         except _AMQP_ERRORS as exc:
             self.close()
             raise BrokerUnavailable(f"consuming from '{queue}' failed: {_describe(exc)}") from exc
+        finally:
+            # Closing the generator (the caller stops) cancels the consumer: prefetched but
+            # unhandled messages go back to the queue at once.
+            if channel.is_open:
+                try:
+                    channel.cancel()
+                except _AMQP_ERRORS as exc:
+                    log.debug("cancelling the consumer failed: %s", _describe(exc))
 
-    def cancel_consumer(self) -> None:
-        """Stop deliveries; messages prefetched but not handled go back to the queue."""
-        if self._channel is not None and self._channel.is_open:
-            try:
-                self._channel.cancel()
-            except _AMQP_ERRORS as exc:
-                log.debug("cancelling the consumer failed: %s", _describe(exc))
+    @staticmethod
+    def _deliveries(channel: BlockingChannel, queue: str) -> Iterator[Delivery | None]:
+        for method, properties, body in channel.consume(
+            queue, auto_ack=False, inactivity_timeout=CONSUME_TICK_SECONDS
+        ):
+            if method is None:
+                yield None
+                continue
+            yield Delivery(
+                body=body,
+                delivery_tag=method.delivery_tag,
+                redelivered=bool(method.redelivered),
+                properties=properties,
+                headers=dict(properties.headers or {}),
+                correlation_id=properties.correlation_id,
+                message_id=properties.message_id,
+            )
 
     def ack(self, delivery: Delivery) -> None:
         try:

@@ -13,6 +13,7 @@ the service turns into a non-zero exit.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -98,14 +99,15 @@ class ConsumerThread(threading.Thread):
             self._cfg.rabbitmq.command_queue,
             redact_url(self._cfg.rabbitmq.url),
         )
-        for delivery in broker.consume(
+        deliveries = broker.consume(
             self._cfg.rabbitmq.command_queue, self._cfg.rabbitmq.prefetch_count
-        ):
-            if delivery is not None:
-                handler.handle(delivery)
-            if self._stopping.is_set():
-                break
-        broker.cancel_consumer()
+        )
+        with contextlib.closing(deliveries):  # closing it cancels the consumer
+            for delivery in deliveries:
+                if delivery is not None:
+                    handler.handle(delivery)
+                if self._stopping.is_set():
+                    break
 
     def _with_qbit(self, work: Callable[[QbitClient], T]) -> T:
         """Runs on the helper thread, which alone owns the QbitClient."""

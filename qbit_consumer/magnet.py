@@ -17,7 +17,7 @@ import base64
 import binascii
 import re
 from typing import Final
-from urllib.parse import unquote
+from urllib.parse import unquote, unquote_plus
 
 import attrs
 
@@ -96,7 +96,7 @@ def parse_magnet(uri: str) -> Magnet:
                 v2 = _merge(v2, _parse_btmh(digest), "btmh")
             # Other urns (sha1, ed2k, ...) belong to other networks; libtorrent ignores them.
         elif key == "dn" and name is None:
-            name = value
+            name = unquote_plus(pair.partition("=")[2])  # libtorrent reads '+' as a space
     if v1 is None and v2 is None:
         raise _invalid("the magnet link has no xt=urn:btih: or xt=urn:btmh: info-hash")
     return Magnet(uri=uri, infohash_v1=v1, infohash_v2=v2, display_name=name)

@@ -1,0 +1,125 @@
+"""Shared fixtures: a real RabbitMQ vhost per run, real qbittorrent-nox instances, the service.
+
+Nothing here is mocked: these fixtures are what the bridge is tested against.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from qbit_consumer.config import Config
+from tests.fixtures.qbittorrent import USERNAME, QbitProcess
+from tests.fixtures.rabbitmq import BrokerHelper, EventCollector, TestVhost
+from tests.fixtures.service import RunningService, TestNames, load, write_ini
+
+logging.getLogger("pika").setLevel(logging.WARNING)
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> Iterator[str]:
+    with TestVhost() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def qbit_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("qbittorrent")
+
+
+@pytest.fixture(scope="session")
+def qbittorrent(qbit_root: Path) -> Iterator[QbitProcess]:
+    """One qbittorrent-nox shared by the tests that do not stop it (random info-hashes keep
+    them apart)."""
+    process = QbitProcess(qbit_root, "shared")
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def qbit_factory(
+    qbit_root: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., QbitProcess]]:
+    """Private qbittorrent-nox instances, for tests that stop, restart or break one."""
+    started: list[QbitProcess] = []
+
+    def make(name: str = "private", **kwargs: Any) -> QbitProcess:
+        process = QbitProcess(
+            qbit_root, f"{request.node.name[:40]}-{name}-{len(started)}", **kwargs
+        )
+        process.start()
+        started.append(process)
+        return process
+
+    yield make
+    for process in started:
+        process.kill()
+
+
+@pytest.fixture
+def names() -> TestNames:
+    return TestNames()
+
+
+@pytest.fixture
+def broker(amqp_url: str, names: TestNames) -> Iterator[BrokerHelper]:
+    helper = BrokerHelper(amqp_url)
+    yield helper
+    helper.delete(names.queues, names.exchanges)
+    helper.close()
+
+
+@pytest.fixture
+def events(amqp_url: str, names: TestNames) -> Iterator[EventCollector]:
+    collector = EventCollector(amqp_url, names.event_exchange)
+    yield collector
+    collector.close()
+
+
+@pytest.fixture
+def make_config(amqp_url: str, names: TestNames, tmp_path: Path) -> Callable[..., Config]:
+    """A config for this test: its own names, the given qBittorrent, and any overrides."""
+
+    def make(qbit: QbitProcess | None, **sections: dict[str, Any]) -> Config:
+        values: dict[str, dict[str, Any]] = {
+            "rabbitmq": {
+                "url": amqp_url,
+                "command_exchange": names.command_exchange,
+                "command_queue": names.command_queue,
+                "event_exchange": names.event_exchange,
+                "retry_delay_seconds": 1,
+            },
+            "qbittorrent": {
+                "url": qbit.url if qbit else "http://127.0.0.1:9",
+                "username": USERNAME,
+                "password": qbit.password if qbit else "",
+                "timeout_seconds": 5,
+            },
+            "categories": {"movies": "", "tv": "", "other": ""},
+            "state": {"path": tmp_path / "state.sqlite3"},
+            "logging": {"format": "text", "level": "DEBUG"},
+        }
+        for section, overrides in sections.items():
+            values.setdefault(section, {}).update(overrides)
+        return load(write_ini(tmp_path / "config.ini", values))
+
+    return make
+
+
+@pytest.fixture
+def start_service() -> Iterator[Callable[[Config], RunningService]]:
+    running: list[RunningService] = []
+
+    def start(cfg: Config) -> RunningService:
+        service = RunningService(cfg)
+        running.append(service)
+        return service
+
+    yield start
+    for service in running:
+        service.stop()
