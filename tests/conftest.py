@@ -112,7 +112,8 @@ def make_config(amqp_url: str, names: TestNames, tmp_path: Path) -> Callable[...
 
 
 @pytest.fixture
-def start_service() -> Iterator[Callable[[Config], RunningService]]:
+def start_service(broker: BrokerHelper) -> Iterator[Callable[[Config], RunningService]]:
+    """Starts the service in-process; stops it before ``broker`` deletes the test's queues."""
     running: list[RunningService] = []
 
     def start(cfg: Config) -> RunningService:
