@@ -27,26 +27,108 @@ BAD_BODIES: list[tuple[str, bytes, str]] = [
     ("json number", b"42", "invalid_message"),
     ("missing magnet", json.dumps({"category": "tv"}).encode(), "invalid_message"),
     ("missing category", json.dumps({"magnet": GOOD}).encode(), "invalid_message"),
-    ("magnet is a number", json.dumps({"magnet": 12345, "category": "tv"}).encode(), "invalid_message"),
-    ("magnet is a list", json.dumps({"magnet": [GOOD], "category": "tv"}).encode(), "invalid_message"),
-    ("category is an object", json.dumps({"magnet": GOOD, "category": {"x": 1}}).encode(), "invalid_message"),
-    ("tags is a string", json.dumps({"magnet": GOOD, "category": "tv", "tags": "a,b"}).encode(), "invalid_message"),
-    ("tag with a comma", json.dumps({"magnet": GOOD, "category": "tv", "tags": ["a,b"]}).encode(), "invalid_message"),
-    ("request_id too long", json.dumps({"magnet": GOOD, "category": "tv", "request_id": "x" * 129}).encode(), "invalid_message"),
-    ("request_id a number", json.dumps({"magnet": GOOD, "category": "tv", "request_id": 7}).encode(), "invalid_message"),
-    ("unknown category", json.dumps({"magnet": GOOD, "category": "porn"}).encode(), "invalid_category"),
-    ("category wrong case", json.dumps({"magnet": GOOD, "category": "TV"}).encode(), "invalid_category"),
-    ("http url", json.dumps({"magnet": "http://example.com/x.torrent", "category": "tv"}).encode(), "invalid_magnet"),
-    ("file path", json.dumps({"magnet": "/etc/passwd", "category": "tv"}).encode(), "invalid_magnet"),
-    ("file url", json.dumps({"magnet": "file:///etc/passwd", "category": "tv"}).encode(), "invalid_magnet"),
-    ("magnet smuggling a url on a new line", json.dumps({"magnet": GOOD + "\nhttp://example.com/x.torrent", "category": "tv"}).encode(), "invalid_magnet"),
-    ("magnet without xt", json.dumps({"magnet": "magnet:?dn=nothing", "category": "tv"}).encode(), "invalid_magnet"),
-    ("btih too short", json.dumps({"magnet": "magnet:?xt=urn:btih:abc123", "category": "tv"}).encode(), "invalid_magnet"),
-    ("btih not hex", json.dumps({"magnet": "magnet:?xt=urn:btih:" + "g" * 40, "category": "tv"}).encode(), "invalid_magnet"),
-    ("btmh wrong multihash", json.dumps({"magnet": "magnet:?xt=urn:btmh:1114" + "a" * 64, "category": "tv"}).encode(), "invalid_magnet"),
-    ("two different btih", json.dumps({"magnet": f"magnet:?xt.1=urn:btih:{H}&xt.2=urn:btih:{'b' * 40}", "category": "tv"}).encode(), "invalid_magnet"),
-    ("oversized", json.dumps({"magnet": GOOD, "category": "tv", "pad": "x" * 70_000}).encode(), "too_large"),
-    ("deeply nested", b'{"magnet": ' + b"[" * 20_000 + b"]" * 20_000 + b', "category": "tv"}', "invalid_json"),
+    (
+        "magnet is a number",
+        json.dumps({"magnet": 12345, "category": "tv"}).encode(),
+        "invalid_message",
+    ),
+    (
+        "magnet is a list",
+        json.dumps({"magnet": [GOOD], "category": "tv"}).encode(),
+        "invalid_message",
+    ),
+    (
+        "category is an object",
+        json.dumps({"magnet": GOOD, "category": {"x": 1}}).encode(),
+        "invalid_message",
+    ),
+    (
+        "tags is a string",
+        json.dumps({"magnet": GOOD, "category": "tv", "tags": "a,b"}).encode(),
+        "invalid_message",
+    ),
+    (
+        "tag with a comma",
+        json.dumps({"magnet": GOOD, "category": "tv", "tags": ["a,b"]}).encode(),
+        "invalid_message",
+    ),
+    (
+        "request_id too long",
+        json.dumps({"magnet": GOOD, "category": "tv", "request_id": "x" * 129}).encode(),
+        "invalid_message",
+    ),
+    (
+        "request_id a number",
+        json.dumps({"magnet": GOOD, "category": "tv", "request_id": 7}).encode(),
+        "invalid_message",
+    ),
+    (
+        "unknown category",
+        json.dumps({"magnet": GOOD, "category": "porn"}).encode(),
+        "invalid_category",
+    ),
+    (
+        "category wrong case",
+        json.dumps({"magnet": GOOD, "category": "TV"}).encode(),
+        "invalid_category",
+    ),
+    (
+        "http url",
+        json.dumps({"magnet": "http://example.com/x.torrent", "category": "tv"}).encode(),
+        "invalid_magnet",
+    ),
+    (
+        "file path",
+        json.dumps({"magnet": "/etc/passwd", "category": "tv"}).encode(),
+        "invalid_magnet",
+    ),
+    (
+        "file url",
+        json.dumps({"magnet": "file:///etc/passwd", "category": "tv"}).encode(),
+        "invalid_magnet",
+    ),
+    (
+        "magnet smuggling a url on a new line",
+        json.dumps({"magnet": GOOD + "\nhttp://example.com/x.torrent", "category": "tv"}).encode(),
+        "invalid_magnet",
+    ),
+    (
+        "magnet without xt",
+        json.dumps({"magnet": "magnet:?dn=nothing", "category": "tv"}).encode(),
+        "invalid_magnet",
+    ),
+    (
+        "btih too short",
+        json.dumps({"magnet": "magnet:?xt=urn:btih:abc123", "category": "tv"}).encode(),
+        "invalid_magnet",
+    ),
+    (
+        "btih not hex",
+        json.dumps({"magnet": "magnet:?xt=urn:btih:" + "g" * 40, "category": "tv"}).encode(),
+        "invalid_magnet",
+    ),
+    (
+        "btmh wrong multihash",
+        json.dumps({"magnet": "magnet:?xt=urn:btmh:1114" + "a" * 64, "category": "tv"}).encode(),
+        "invalid_magnet",
+    ),
+    (
+        "two different btih",
+        json.dumps(
+            {"magnet": f"magnet:?xt.1=urn:btih:{H}&xt.2=urn:btih:{'b' * 40}", "category": "tv"}
+        ).encode(),
+        "invalid_magnet",
+    ),
+    (
+        "oversized",
+        json.dumps({"magnet": GOOD, "category": "tv", "pad": "x" * 70_000}).encode(),
+        "too_large",
+    ),
+    (
+        "deeply nested",
+        b'{"magnet": ' + b"[" * 20_000 + b"]" * 20_000 + b', "category": "tv"}',
+        "invalid_json",
+    ),
 ]
 
 
@@ -55,9 +137,16 @@ def test_bad_bodies_are_dead_lettered_byte_for_byte_with_reason_and_failed_event
 ):
     service = start_service(make_config(qbittorrent))
     for index, (label, body, _reason) in enumerate(BAD_BODIES):
-        broker.publish(names.command_exchange, "downloads.add", body,
-                       message_id=f"bad-{index}", content_type="application/json",
-                       headers={"x-origin": label}, delivery_mode=2, priority=3)
+        broker.publish(
+            names.command_exchange,
+            "downloads.add",
+            body,
+            message_id=f"bad-{index}",
+            content_type="application/json",
+            headers={"x-origin": label},
+            delivery_mode=2,
+            priority=3,
+        )
 
     dead = broker.get_all(names.dead_letter_queue, timeout=30, count=len(BAD_BODIES))
     assert len(dead) == len(BAD_BODIES)
@@ -70,7 +159,11 @@ def test_bad_bodies_are_dead_lettered_byte_for_byte_with_reason_and_failed_event
         assert props.headers["x-attempts"] == 1
         assert props.headers["x-failed-at"].endswith("Z")
         assert props.headers["x-origin"] == label
-        assert (props.content_type, props.delivery_mode, props.priority) == ("application/json", 2, 3)
+        assert (props.content_type, props.delivery_mode, props.priority) == (
+            "application/json",
+            2,
+            3,
+        )
 
     failed = events.wait_for("downloads.failed", count=len(BAD_BODIES))
     assert sorted(e["reason"] for e in failed) == sorted(r for _, _, r in BAD_BODIES)
@@ -84,7 +177,10 @@ def test_bad_bodies_are_dead_lettered_byte_for_byte_with_reason_and_failed_event
     # ...and it is still running: a good command goes through.
     assert service.alive
     good = random_hash()
-    broker.publish(names.command_exchange, "downloads.add",
-                   json.dumps({"magnet": magnet_for(good), "category": "tv"}).encode())
+    broker.publish(
+        names.command_exchange,
+        "downloads.add",
+        json.dumps({"magnet": magnet_for(good), "category": "tv"}).encode(),
+    )
     events.wait_for("downloads.added", hash=good)
     wait_until(lambda: broker.message_count(names.command_queue) == 0, 10, "the queue to drain")

@@ -20,8 +20,11 @@ def test_command_is_retried_while_qbittorrent_is_stopped_and_added_once_it_is_ba
     start_service(make_config(qbit, rabbitmq={"max_attempts": 50, "retry_delay_seconds": 1}))
     qbit.stop()
     infohash = random_hash()
-    broker.publish(names.command_exchange, "downloads.add",
-                   json.dumps({"magnet": magnet_for(infohash), "category": "tv", "request_id": "r"}).encode())
+    broker.publish(
+        names.command_exchange,
+        "downloads.add",
+        json.dumps({"magnet": magnet_for(infohash), "category": "tv", "request_id": "r"}).encode(),
+    )
 
     time.sleep(3.5)  # a few retry rounds while it is down
     assert events.of("downloads.added") == []
@@ -41,9 +44,12 @@ def test_retries_pause_between_attempts_instead_of_looping(
     # qBittorrent is nowhere (port 9 refuses); 3 attempts 1 s apart take at least 2 s.
     start_service(make_config(None, rabbitmq={"max_attempts": 3, "retry_delay_seconds": 1}))
     sent = time.monotonic()
-    broker.publish(names.command_exchange, "downloads.add",
-                   json.dumps({"magnet": magnet_for(random_hash()), "category": "tv"}).encode(),
-                   message_id="m-1")
+    broker.publish(
+        names.command_exchange,
+        "downloads.add",
+        json.dumps({"magnet": magnet_for(random_hash()), "category": "tv"}).encode(),
+        message_id="m-1",
+    )
 
     dead = broker.get_all(names.dead_letter_queue, timeout=30, count=1)
     elapsed = time.monotonic() - sent

@@ -9,7 +9,6 @@ import pika.exceptions
 import pytest
 
 from qbit_consumer.topology import build_topology
-
 from tests.fixtures.rabbitmq import EventCollector
 from tests.fixtures.service import magnet_for, random_hash
 
@@ -27,8 +26,9 @@ def test_topology_is_declared_twice_without_error_and_queues_are_quorum(
     arguments = dict(build_topology(cfg.rabbitmq).queues[0].arguments)
     broker.channel.queue_declare(names.command_queue, durable=True, arguments=arguments)
     with pytest.raises(pika.exceptions.ChannelClosedByBroker) as info:
-        broker.channel.queue_declare(names.command_queue, durable=True,
-                                     arguments={**arguments, "x-queue-type": "classic"})
+        broker.channel.queue_declare(
+            names.command_queue, durable=True, arguments={**arguments, "x-queue-type": "classic"}
+        )
     assert info.value.reply_code == 406
     assert "x-queue-type" in info.value.reply_text and "quorum" in info.value.reply_text
 
@@ -53,25 +53,37 @@ def test_classic_queue_type_declares_classic_queues(
 ):
     start_service(make_config(qbittorrent, rabbitmq={"queue_type": "classic"}))
     infohash = random_hash()
-    broker.publish(names.command_exchange, "downloads.add",
-                   json.dumps({"magnet": magnet_for(infohash), "category": "tv"}).encode())
+    broker.publish(
+        names.command_exchange,
+        "downloads.add",
+        json.dumps({"magnet": magnet_for(infohash), "category": "tv"}).encode(),
+    )
     events.wait_for("downloads.added", hash=infohash)
     with pytest.raises(pika.exceptions.ChannelClosedByBroker):
-        broker.channel.queue_declare(names.command_queue, durable=True,
-                                     arguments={"x-queue-type": "quorum"})
+        broker.channel.queue_declare(
+            names.command_queue, durable=True, arguments={"x-queue-type": "quorum"}
+        )
 
 
 def test_platform_exchange_receives_only_its_routing_keys(
     qbittorrent, make_config, start_service, broker, names, events, amqp_url
 ):
-    cfg = make_config(qbittorrent, rabbitmq={"platform_exchange": names.platform_exchange,
-                                             "platform_routing_keys": "downloads.added, downloads.failed"})
+    cfg = make_config(
+        qbittorrent,
+        rabbitmq={
+            "platform_exchange": names.platform_exchange,
+            "platform_routing_keys": "downloads.added, downloads.failed",
+        },
+    )
     platform = EventCollector(amqp_url, names.platform_exchange)
     try:
         start_service(cfg)
         good = random_hash()
-        broker.publish(names.command_exchange, "downloads.add",
-                       json.dumps({"magnet": magnet_for(good), "category": "tv"}).encode())
+        broker.publish(
+            names.command_exchange,
+            "downloads.add",
+            json.dumps({"magnet": magnet_for(good), "category": "tv"}).encode(),
+        )
         broker.publish(names.command_exchange, "downloads.add", b"not json")
 
         events.wait_for("downloads.added", hash=good)
@@ -79,7 +91,13 @@ def test_platform_exchange_receives_only_its_routing_keys(
         platform.wait_for("downloads.added", hash=good)
         platform.wait_for("downloads.failed")
         assert {e["event"] for e in events.drain()} == {
-            "downloads.received", "downloads.added", "downloads.failed"}
-        assert sorted(e["event"] for e in platform.drain()) == ["downloads.added", "downloads.failed"]
+            "downloads.received",
+            "downloads.added",
+            "downloads.failed",
+        }
+        assert sorted(e["event"] for e in platform.drain()) == [
+            "downloads.added",
+            "downloads.failed",
+        ]
     finally:
         platform.close()

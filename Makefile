@@ -1,0 +1,38 @@
+# qbit-consumer. `make run` runs the service; `make test` sets everything up and runs the tests.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: install run check test lint format clean
+
+$(BIN)/.installed: setup.cfg setup.py
+	@scripts/bootstrap-venv.sh $(PYTHON) $(VENV)
+	@touch $@
+
+install: $(BIN)/.installed
+
+config.ini:
+	@cp config.example.ini config.ini
+	@echo "note: created config.ini from config.example.ini; set [qbittorrent] url and password (or QBIT_CONSUMER_QBITTORRENT_PASSWORD)"
+
+run: install config.ini
+	$(BIN)/qbit-consumer run --config config.ini
+
+check: install config.ini
+	$(BIN)/qbit-consumer check --config config.ini
+
+test: install
+	@scripts/ensure-services.sh
+	$(BIN)/ruff check qbit_consumer tests
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check qbit_consumer tests
+	$(BIN)/ruff format --check qbit_consumer tests
+
+format: install
+	$(BIN)/ruff format qbit_consumer tests
+	$(BIN)/ruff check --fix qbit_consumer tests
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Makes sure the real services the tests need are here: qbittorrent-nox (the tests start their
+# own instances) and a reachable RabbitMQ. Installs what it can as root with apt-get; otherwise
+# fails with one line that says what is missing.
+set -euo pipefail
+
+url=${QBIT_CONSUMER_TEST_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2F}
+hostport=${url#*://}; hostport=${hostport#*@}; hostport=${hostport%%/*}
+host=${hostport%%:*}; port=${hostport##*:}; [ "$port" = "$host" ] && port=5672
+
+can_apt() { [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; }
+apt_updated=no
+apt_install() {
+    if [ "$apt_updated" = no ]; then apt-get update -qq; apt_updated=yes; fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+reachable() { (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null; }
+
+if ! command -v qbittorrent-nox >/dev/null 2>&1; then
+    if can_apt; then
+        echo "installing qbittorrent-nox (apt-get)"
+        apt_install qbittorrent-nox
+    else
+        echo "missing: qbittorrent-nox (run as root, or: sudo apt-get install qbittorrent-nox)" >&2
+        exit 1
+    fi
+fi
+
+if ! reachable; then
+    case "$host" in
+        127.0.0.1|localhost) ;;
+        *) echo "missing: RabbitMQ at $host:$port is not reachable (QBIT_CONSUMER_TEST_AMQP_URL)" >&2; exit 1 ;;
+    esac
+    if ! command -v rabbitmq-server >/dev/null 2>&1; then
+        if can_apt; then
+            echo "installing rabbitmq-server (apt-get)"
+            apt_install rabbitmq-server
+        else
+            echo "missing: RabbitMQ on $host:$port (sudo apt-get install rabbitmq-server)" >&2
+            exit 1
+        fi
+    fi
+    echo "starting RabbitMQ (rabbitmq-server -detached)"
+    rabbitmq-server -detached >/dev/null 2>&1 || true
+    for _ in $(seq 1 120); do
+        reachable && break
+        sleep 0.5
+    done
+    if ! reachable; then
+        echo "missing: RabbitMQ did not come up on $host:$port within 60 s (see /var/log/rabbitmq)" >&2
+        exit 1
+    fi
+fi
+echo "services ready: qbittorrent-nox $(qbittorrent-nox --version 2>/dev/null | tail -1), RabbitMQ on $host:$port"

@@ -1,0 +1,119 @@
+"""The command line as a user runs it: real processes, real services."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.fixtures.rabbitmq import wait_until
+from tests.fixtures.service import magnet_for, random_hash, run_cli, write_ini
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        (None, "file not found"),
+        ("[rabbitmq]\nurl = http://wrong\n", "[rabbitmq] url: must start with amqp://"),
+        (
+            "[qbittorrent]\ntimeout_seconds = fast\n",
+            "[qbittorrent] timeout_seconds: expected a number",
+        ),
+        ("[nonsense]\n", "[nonsense]: unknown section"),
+    ],
+)
+@pytest.mark.parametrize("command", ["run", "check"])
+def test_bad_config_exits_2_with_one_clear_line_and_no_traceback(tmp_path, text, words, command):
+    path = tmp_path / "config.ini"
+    if text is not None:
+        path.write_text(text)
+    result = run_cli(command, "--config", str(path))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert str(path) in lines[0] and words in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.live
+def test_check_reaches_both_services_and_fails_when_qbittorrent_is_down(
+    qbittorrent, amqp_url, tmp_path
+):
+    good = write_ini(
+        tmp_path / "good.ini",
+        {
+            "rabbitmq": {"url": amqp_url},
+            "qbittorrent": {"url": qbittorrent.url, "password": qbittorrent.password},
+        },
+    )
+    result = run_cli("check", "--config", str(good))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "qBittorrent ok" in result.stdout and "v4.5" in result.stdout
+    assert "RabbitMQ    ok" in result.stdout
+    assert qbittorrent.password not in result.stdout + result.stderr
+
+    down = write_ini(
+        tmp_path / "down.ini",
+        {"rabbitmq": {"url": amqp_url}, "qbittorrent": {"url": "http://127.0.0.1:9"}},
+    )
+    result = run_cli("check", "--config", str(down))
+    assert result.returncode == 1
+    assert "qBittorrent FAILED" in result.stdout
+
+
+@pytest.mark.live
+def test_service_process_adds_a_command_sent_with_plain_pika_and_exits_0_on_sigterm(
+    qbittorrent, amqp_url, names, broker, events, tmp_path
+):
+    config = write_ini(
+        tmp_path / "config.ini",
+        {
+            "rabbitmq": {
+                "url": amqp_url,
+                "command_exchange": names.command_exchange,
+                "command_queue": names.command_queue,
+                "event_exchange": names.event_exchange,
+            },
+            "qbittorrent": {"url": qbittorrent.url, "password": qbittorrent.password},
+            "state": {"path": tmp_path / "state.sqlite3"},
+            "logging": {"level": "DEBUG", "format": "json"},
+        },
+    )
+    log_path = tmp_path / "service.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "qbit_consumer", "run", "--config", str(config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=os.environ.copy(),
+        )
+    try:
+        wait_until(lambda: "consuming commands" in log_path.read_text(), 30, "the service to start")
+        infohash = random_hash()
+        broker.publish(
+            names.command_exchange,
+            "downloads.add",
+            json.dumps(
+                {"magnet": magnet_for(infohash), "category": "movies", "request_id": "by-hand"}
+            ).encode(),
+        )
+        events.wait_for("downloads.added", hash=infohash, request_id="by-hand")
+        assert qbittorrent.client().torrents_info(torrent_hashes=infohash)[0].category == "movies"
+
+        sent = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(15) == 0
+        assert time.monotonic() - sent < 10
+    finally:
+        if process.poll() is None:
+            process.kill()
+    output = log_path.read_text()
+    records = [json.loads(line) for line in output.splitlines()]
+    assert any(r.get("hash") == infohash and r["message"].startswith("added") for r in records)
+    assert qbittorrent.password not in output
+    assert "guest:guest" not in output

@@ -1,0 +1,166 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from qbit_consumer.config import load_config
+from qbit_consumer.errors import ConfigError
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.ini"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "c.ini"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_the_example_config_loads_and_matches_the_contract_defaults():
+    cfg = load_config(EXAMPLE, environ={})
+    assert cfg.rabbitmq.url == "amqp://guest:guest@localhost:5672/%2F"
+    assert (cfg.rabbitmq.command_exchange, cfg.rabbitmq.command_queue) == (
+        "downloads",
+        "downloads.add",
+    )
+    assert (cfg.rabbitmq.retry_queue, cfg.rabbitmq.dead_letter_queue) == (
+        "downloads.add.retry",
+        "downloads.add.dlq",
+    )
+    assert cfg.rabbitmq.queue_type == "quorum"
+    assert cfg.rabbitmq.platform_exchange == ""
+    assert cfg.rabbitmq.platform_routing_keys == ("#",)
+    assert (
+        cfg.rabbitmq.prefetch_count,
+        cfg.rabbitmq.max_attempts,
+        cfg.rabbitmq.retry_delay_seconds,
+    ) == (10, 5, 30)
+    assert cfg.qbittorrent.verify_tls is True and cfg.qbittorrent.timeout_seconds == 10
+    assert (cfg.polling.interval_seconds, cfg.polling.failure_alert_threshold) == (5, 3)
+    assert cfg.polling.stalled_after_seconds == 1800
+    assert dict(cfg.categories) == {
+        n: "" for n in ("movies", "tv", "music", "books", "software", "other")
+    }
+    assert (cfg.logging.level, cfg.logging.format) == ("INFO", "json")
+
+
+def test_an_empty_file_means_all_defaults(tmp_path):
+    assert load_config(write(tmp_path, ""), environ={}).rabbitmq.max_attempts == 5
+
+
+def test_environment_overrides_any_key_and_can_hold_secrets(tmp_path):
+    path = write(tmp_path, "[qbittorrent]\npassword = in-file\n[categories]\nmovies = /m\n")
+    cfg = load_config(
+        path,
+        environ={
+            "QBIT_CONSUMER_QBITTORRENT_PASSWORD": "from-env",
+            "QBIT_CONSUMER_RABBITMQ_PREFETCH_COUNT": "3",
+            "QBIT_CONSUMER_CATEGORIES_ANIME": "/anime",
+            "QBIT_CONSUMER_TEST_AMQP_URL": "amqp://elsewhere",  # not ours: ignored
+        },
+    )
+    assert cfg.qbittorrent.password == "from-env"
+    assert cfg.rabbitmq.prefetch_count == 3
+    assert dict(cfg.categories) == {"movies": "/m", "anime": "/anime"}
+    assert "from-env" not in repr(cfg)
+
+
+def test_values_may_contain_percent_and_hash_and_comments_start_with_semicolon(tmp_path):
+    path = write(
+        tmp_path,
+        "[rabbitmq]\nplatform_routing_keys = downloads.#, downloads.completed ; a comment\n"
+        "[qbittorrent]\npassword = 50%#off\n",
+    )
+    cfg = load_config(path, environ={})
+    assert cfg.rabbitmq.platform_routing_keys == ("downloads.#", "downloads.completed")
+    assert cfg.qbittorrent.password == "50%#off"
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "expected"),
+    [
+        (
+            "[rabbitmq]\nurl = http://localhost\n",
+            {},
+            "[rabbitmq] url: must start with amqp:// or amqps://",
+        ),
+        ("[rabbitmq]\nurl = amqp://\n", {}, "[rabbitmq] url: has no host name"),
+        ("[rabbitmq]\nurl = amqp://h:99999/\n", {}, "[rabbitmq] url: is not a valid URL"),
+        (
+            "[rabbitmq]\nqueue_type = stream\n",
+            {},
+            "[rabbitmq] queue_type: must be one of quorum, classic",
+        ),
+        (
+            "[rabbitmq]\nprefetch_count = ten\n",
+            {},
+            "[rabbitmq] prefetch_count: expected a whole number, got 'ten'",
+        ),
+        ("[rabbitmq]\nmax_attempts = 0\n", {}, "[rabbitmq] max_attempts: must be at least 1"),
+        (
+            "[rabbitmq]\nplatform_routing_keys = ,\n",
+            {},
+            "[rabbitmq] platform_routing_keys: needs at least one",
+        ),
+        (
+            "[rabbitmq]\ncommand_queue = has space\n",
+            {},
+            "[rabbitmq] command_queue: must be 1-200 characters",
+        ),
+        (
+            "[rabbitmq]\nretry_delay_seconds = nan\n",
+            {},
+            "[rabbitmq] retry_delay_seconds: expected a finite number",
+        ),
+        ("[rabbitmq]\nprefetch = 1\n", {}, "[rabbitmq] prefetch: unknown key"),
+        ("[rabitmq]\nurl = amqp://h\n", {}, "[rabitmq]: unknown section"),
+        (
+            "[qbittorrent]\nurl = ftp://x\n",
+            {},
+            "[qbittorrent] url: must start with http:// or https://",
+        ),
+        (
+            "[qbittorrent]\nverify_tls = maybe\n",
+            {},
+            "[qbittorrent] verify_tls: expected true or false, got 'maybe'",
+        ),
+        (
+            "[polling]\ninterval_seconds = 0\n",
+            {},
+            "[polling] interval_seconds: must be at least 0.1",
+        ),
+        ("[logging]\nformat = xml\n", {}, "[logging] format: must be one of json, text"),
+        ("[categories]\n", {}, "[categories]: needs at least one category"),
+        ("[categories]\n/abs = x\n", {}, "[categories] /abs: is not a valid qBittorrent category"),
+        ("no section header\n", {}, "File contains no section headers"),
+        (
+            "[polling]\ninterval_seconds = 1\ninterval_seconds = 2\n",
+            {},
+            "option 'interval_seconds'",
+        ),
+        (
+            "",
+            {"QBIT_CONSUMER_POLLING_INTERVAL_SECONDS": "soon"},
+            "environment QBIT_CONSUMER_POLLING_INTERVAL_SECONDS: [polling] interval_seconds: expected a number",
+        ),
+        (
+            "",
+            {"QBIT_CONSUMER_RABBITMQ_NOPE": "1"},
+            "environment QBIT_CONSUMER_RABBITMQ_NOPE: [rabbitmq] nope: unknown key",
+        ),
+    ],
+)
+def test_each_bad_config_gives_one_line_naming_file_section_and_key(tmp_path, text, env, expected):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ=env)
+    message = str(info.value)
+    assert expected in message
+    assert "\n" not in message
+    if not env:
+        assert message.startswith(str(path))
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"nope\.ini: file not found"):
+        load_config(tmp_path / "nope.ini", environ={})

@@ -1,0 +1,213 @@
+"""qBittorrent answers that the Debian 4.5.2 used by the live tests cannot give: 5.x and 5.2
+Web API answers, refusals and login failures, replayed from the documented behaviour."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import responses
+
+from qbit_consumer.commands import add_download
+from qbit_consumer.config import QbittorrentConfig
+from qbit_consumer.errors import InvalidCommand, TransientError
+from qbit_consumer.messages import CommandContext, parse_command
+from qbit_consumer.qbit import MAX_FAILED_LOGINS, LoginGate, QbitClient, Torrent
+
+URL = "http://qbt.test:8080"
+V1 = "c12fe1c06bba254a9dc9f519b335aa7c1367a88a"
+
+
+def torrent_item(state: str = "stoppedDL", **fields):
+    item = {
+        "hash": V1,
+        "infohash_v1": V1,
+        "infohash_v2": "",
+        "name": "x",
+        "state": state,
+        "category": "tv",
+        "tags": "qbit-consumer",
+        "save_path": "/data/tv",
+        "content_path": "/data/tv/x",
+        "progress": 0.0,
+        "size": 0,
+        "total_size": -1,
+        "amount_left": 0,
+        "downloaded": 0,
+        "completion_on": -1,
+        "dlspeed": 0,
+        "upspeed": 0,
+        "eta": 8640000,
+        "num_seeds": 0,
+        "num_leechs": 0,
+        "added_on": 1,
+    }
+    item.update(fields)
+    return item
+
+
+def command():
+    return parse_command(
+        json.dumps({"magnet": f"magnet:?xt=urn:btih:{V1}", "category": "tv"}).encode(),
+        correlation_id=None,
+        message_id=None,
+        categories={"tv": ""},
+        context=CommandContext(),
+    )
+
+
+@pytest.fixture
+def api():
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        mock.add(responses.GET, f"{URL}/api/v2/app/webapiVersion", body="2.15.1")
+        mock.add(responses.POST, f"{URL}/api/v2/app/webapiVersion", body="2.15.1")
+        mock.add(responses.POST, f"{URL}/api/v2/app/version", body="v5.2.0")
+        mock.add(responses.GET, f"{URL}/api/v2/app/version", body="v5.2.0")
+        for method in (responses.GET, responses.POST):
+            mock.add(
+                method,
+                f"{URL}/api/v2/torrents/categories",
+                json={"tv": {"name": "tv", "savePath": ""}},
+            )
+        mock.add(responses.POST, f"{URL}/api/v2/torrents/addTags", body="")
+        yield mock
+
+
+def client(gate=None):
+    return QbitClient(
+        QbittorrentConfig(url=URL, username="admin", password="secret"), gate or LoginGate()
+    )
+
+
+def login_204(api):
+    # 5.2: 204 No Content, empty body, cookie named after the port.
+    api.add(
+        responses.POST,
+        f"{URL}/api/v2/auth/login",
+        status=204,
+        headers={"Set-Cookie": "QBT_SID_8080=abc; HttpOnly; path=/"},
+    )
+
+
+def test_qbittorrent_5_2_login_204_and_json_add_answer_are_understood(api):
+    login_204(api)
+    info = api.add(responses.POST, f"{URL}/api/v2/torrents/info", json=[])
+    api.add(
+        responses.POST,
+        f"{URL}/api/v2/torrents/add",
+        status=200,
+        json={
+            "success_count": 1,
+            "failure_count": 0,
+            "pending_count": 0,
+            "added_torrent_ids": [V1],
+        },
+    )
+    qbit = client()
+    # qBittorrent lists it a moment after accepting it (adding is asynchronous).
+    api.replace(responses.POST, f"{URL}/api/v2/torrents/info", json=[])
+    calls = {"n": 0}
+
+    def listing(request):
+        calls["n"] += 1
+        return (200, {}, json.dumps([] if calls["n"] < 3 else [torrent_item()]))
+
+    api.remove(info)
+    api.add_callback(responses.POST, f"{URL}/api/v2/torrents/info", callback=listing)
+    result = add_download(qbit, command(), "")
+    assert result.duplicate is False
+    assert result.torrent.state == "stoppedDL"
+    assert calls["n"] >= 3
+
+
+def test_qbittorrent_5_2_conflict_for_a_torrent_it_holds_is_a_duplicate(api):
+    login_204(api)
+    answers = iter([[], [torrent_item("stoppedUP", progress=1.0)]])
+    api.add_callback(
+        responses.POST,
+        f"{URL}/api/v2/torrents/info",
+        callback=lambda r: (200, {}, json.dumps(next(answers))),
+    )
+    api.add(responses.POST, f"{URL}/api/v2/torrents/add", status=409, body="Conflict")
+    result = add_download(client(), command(), "")
+    assert result.duplicate is True
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [(200, "Fails."), (409, "")],
+    ids=["4.x Fails.", "5.2 409 Conflict"],
+)
+def test_a_refused_magnet_that_qbittorrent_does_not_hold_is_qbittorrent_rejected(api, status, body):
+    login_204(api)
+    api.add(responses.POST, f"{URL}/api/v2/torrents/info", json=[])
+    api.add(responses.POST, f"{URL}/api/v2/torrents/add", status=status, body=body)
+    with pytest.raises(InvalidCommand) as info:
+        add_download(client(), command(), "")
+    assert info.value.reason == "qbittorrent_rejected"
+
+
+def test_a_4xx_answer_to_add_is_qbittorrent_rejected(api):
+    login_204(api)
+    api.add(responses.POST, f"{URL}/api/v2/torrents/info", json=[])
+    api.add(responses.POST, f"{URL}/api/v2/torrents/add", status=415, body="Unsupported")
+    with pytest.raises(InvalidCommand) as info:
+        add_download(client(), command(), "")
+    assert "HTTP 415" in info.value.detail
+
+
+def test_server_errors_are_transient(api):
+    login_204(api)
+    api.add(responses.POST, f"{URL}/api/v2/torrents/info", status=503)
+    with pytest.raises(TransientError, match="HTTP 503"):
+        client().torrents([V1])
+
+
+def test_failed_logins_stop_well_before_qbittorrents_ban_budget(api):
+    # 5.2 answers 401 to bad credentials; every request without a session gets 403 first.
+    login = api.add(responses.POST, f"{URL}/api/v2/auth/login", status=401)
+    api.add(responses.POST, f"{URL}/api/v2/torrents/info", status=403)
+    gate = LoginGate()
+    clock = {"now": 1000.0}
+
+    import qbit_consumer.qbit as qbit_module
+
+    original = qbit_module.time.monotonic
+    qbit_module.time.monotonic = lambda: clock["now"]
+    try:
+        qbit = client(gate)
+        for _ in range(20):  # a busy service tries again and again...
+            with pytest.raises(TransientError):
+                qbit.torrents([V1])
+            clock["now"] += 400  # ...over a long time
+    finally:
+        qbit_module.time.monotonic = original
+    assert login.call_count == MAX_FAILED_LOGINS < 5
+
+
+def test_login_attempts_wait_for_the_backoff_between_failures(api):
+    login = api.add(responses.POST, f"{URL}/api/v2/auth/login", body="Fails.")  # 4.x bad password
+    api.add(responses.POST, f"{URL}/api/v2/torrents/info", status=403)
+    qbit = client()
+    with pytest.raises(TransientError, match="login failed"):
+        qbit.torrents([V1])
+    for _ in range(5):
+        with pytest.raises(TransientError, match="next attempt in"):
+            qbit.torrents([V1])
+    assert login.call_count == 1
+
+
+@pytest.mark.parametrize(
+    "state", ["pausedDL", "stoppedDL", "pausedUP", "stoppedUP", "forcedMetaDL"]
+)
+def test_torrent_states_of_4x_and_5x_are_kept_verbatim(state):
+    assert Torrent.from_api(torrent_item(state)).state == state
+
+
+def test_hybrid_torrent_matches_on_v1_v2_and_its_truncated_v2_id():
+    v2 = "32bcc50c8f5385308227700e85b55929100c875f76ea37a65c595ad930391ac4"
+    torrent = Torrent.from_api(torrent_item(hash=v2[:40], infohash_v1=V1, infohash_v2=v2))
+    assert torrent.matches([V1]) and torrent.matches([v2]) and torrent.matches([v2[:40]])
+    assert not torrent.matches(["0" * 40])
+    assert re.fullmatch("[0-9a-f]{40}", torrent.id)
