@@ -74,7 +74,7 @@ def parse_magnet(uri: str) -> Magnet:
     """
     if not uri.lower().startswith("magnet:?"):
         scheme = uri.split(":", 1)[0] if ":" in uri[:16] else ""
-        what = f"a {scheme}: URL" if scheme else "not a URI"
+        what = f"a URL of scheme {scheme!r}" if scheme else "not a URI"
         raise _invalid(f"only magnet:? links are accepted, this is {what}")
     if _FORBIDDEN.search(uri):
         raise _invalid("the magnet link contains whitespace or control characters")

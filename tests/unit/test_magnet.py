@@ -64,7 +64,7 @@ def test_display_name_is_decoded_like_libtorrent_does():
 @pytest.mark.parametrize(
     ("uri", "words"),
     [
-        ("http://example.com/a.torrent", "http: URL"),
+        ("http://example.com/a.torrent", "a URL of scheme 'http'"),
         ("/etc/passwd", "not a URI"),
         ("magnet:?dn=only-a-name", "no xt=urn:btih:"),
         ("magnet:?xt=urn:btih:1234", "neither 40 hex nor 32 base32"),
