@@ -44,8 +44,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return check(cfg)
     setup_logging(cfg.logging)
     from qbit_consumer.service import run_service
+    from qbit_consumer.state import StateError
 
-    return run_service(cfg)
+    try:
+        return run_service(cfg)
+    except StateError as exc:
+        print(f"qbit-consumer: state error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
 
 
 def check(cfg: Config) -> int:

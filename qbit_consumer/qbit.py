@@ -90,6 +90,7 @@ class Torrent:
     total_size: int
     amount_left: int
     downloaded: int
+    completed: int
     completion_on: int
     dlspeed: int
     upspeed: int
@@ -116,6 +117,7 @@ class Torrent:
             total_size=int(item.get("total_size", 0)),
             amount_left=int(item.get("amount_left", 0)),
             downloaded=int(item.get("downloaded", 0)),
+            completed=int(item.get("completed", 0)),
             completion_on=int(item.get("completion_on", 0) or 0),
             dlspeed=int(item.get("dlspeed", 0)),
             upspeed=int(item.get("upspeed", 0)),
@@ -160,6 +162,11 @@ class QbitClient:
         """(application version, Web API version), e.g. ("v4.5.2", "2.8.19")."""
         with self._translate("reading the version"):
             return str(self._client.app_version()), str(self._client.app_web_api_version())
+
+    def ping(self) -> None:
+        """The cheapest authenticated call: proves qBittorrent answers and we are logged in."""
+        with self._translate("checking that qBittorrent answers"):
+            self._client.app_version()
 
     def torrents(self, ids: Iterable[str]) -> list[Torrent]:
         """The torrents listed under any of ``ids`` (qBittorrent matches torrent ids only)."""

@@ -1,10 +1,19 @@
 """The composition root: builds the threads, starts them, watches them, stops them in order.
 
-Shutdown order: the consumer stops first (it finishes the command in hand, so its ack or its
-dead-lettering happens before the connection closes); nothing else is running yet.
+Threads: the consumer (commands), the poller (qBittorrent's view of tracked downloads) and the
+publisher (lifecycle and progress events). They share the registry and the publish queue.
 
-A thread that ends while nobody asked it to is a failure: the service then stops the others
-and ``run`` returns 1, so Docker's restart policy brings it back.
+Shutdown order, each step bounded so the whole stays inside the 10 s of the contract:
+
+1. the consumer stops taking commands and finishes the one in hand (its ack, retry or
+   dead-lettering happens on its still-open connection);
+2. the poller finishes its cycle, so no lifecycle change is left half-recorded;
+3. the publisher publishes what is queued for a moment, then closes; lifecycle events it
+   could not publish stay in the state file's outbox for the next start;
+4. the state file is closed.
+
+A thread that ends while nobody asked it to is a failure: the service stops the others and
+exits 1, so Docker's restart policy brings it back.
 """
 
 from __future__ import annotations
@@ -15,24 +24,56 @@ import threading
 from types import FrameType
 from typing import Final
 
+from qbit_consumer.commands import AddResult
 from qbit_consumer.config import Config
 from qbit_consumer.consumer import ConsumerThread
+from qbit_consumer.messages import AddCommand
+from qbit_consumer.poller import PollerThread
+from qbit_consumer.publisher import PublisherThread, PublishQueue
 from qbit_consumer.qbit import LoginGate
+from qbit_consumer.registry import Registry
+from qbit_consumer.state import State
 
 log = logging.getLogger(__name__)
 
-#: CONTRACT section 7: out within 10 s of SIGTERM.
-STOP_TIMEOUT_SECONDS: Final = 8.0
+CONSUMER_STOP_SECONDS: Final = 5.0
+POLLER_STOP_SECONDS: Final = 2.0
+PUBLISHER_FLUSH_SECONDS: Final = 1.0
 
 
 class Service:
     def __init__(self, cfg: Config) -> None:
+        """:raises StateError: the state file cannot be used (nothing is started)."""
         self.cfg = cfg
         self._stop_requested = threading.Event()
-        self.consumer = ConsumerThread(cfg, LoginGate())
+        self.state = State(cfg.state.path)
+        self.queue = PublishQueue()
+        self.registry = Registry(self.state, self.queue)
+        gate = LoginGate()
+        self.consumer = ConsumerThread(cfg, gate, on_added=self._track)
+        self.poller = PollerThread(cfg, self.registry, self.queue, gate)
+        self.publisher = PublisherThread(cfg, self.queue, self.registry.event_published)
+        self._threads = (self.consumer, self.poller, self.publisher)
+
+    def _track(self, command: AddCommand, result: AddResult) -> None:
+        self.registry.track(
+            magnet=command.magnet,
+            request_id=command.request_id,
+            category=command.category,
+            name=result.torrent.name,
+            qbit_id=result.torrent.id,
+            infohash_v2=result.torrent.infohash_v2,
+        )
 
     def start(self) -> None:
-        log.info("qbit-consumer starting", extra={"category": None})
+        pending = self.registry.restore_outbox()
+        log.info(
+            "qbit-consumer starting: %d tracked downloads, %d events to publish",
+            len(self.registry),
+            pending,
+        )
+        self.publisher.start()
+        self.poller.start()
         self.consumer.start()
 
     def request_stop(self) -> None:
@@ -41,17 +82,29 @@ class Service:
     def wait(self) -> int:
         """Block until a stop is requested or a thread dies; stop everything; exit code."""
         while not self._stop_requested.wait(0.2):
-            if not self.consumer.is_alive():
+            dead = [t.name for t in self._threads if not t.is_alive()]
+            if dead:
+                log.critical("thread %s ended unexpectedly; stopping", ", ".join(dead))
                 break
         return self.stop()
 
     def stop(self) -> int:
         self.consumer.stop()
-        self.consumer.join(STOP_TIMEOUT_SECONDS)
-        if self.consumer.is_alive():
-            log.error("the consumer did not stop within %g s", STOP_TIMEOUT_SECONDS)
-            return 1
-        if self.consumer.failure is not None or not self._stop_requested.is_set():
+        self.consumer.join(CONSUMER_STOP_SECONDS)
+        self.poller.stop()
+        self.poller.join(POLLER_STOP_SECONDS)
+        self.publisher.stop(PUBLISHER_FLUSH_SECONDS)
+        self.publisher.join(PUBLISHER_FLUSH_SECONDS + 0.5)
+        stuck = [t.name for t in self._threads if t.is_alive()]
+        if stuck:
+            log.warning(
+                "left running at exit (their work is safe in RabbitMQ or the state file): %s",
+                ", ".join(stuck),
+            )
+        else:
+            self.state.close()
+        failed = [t.name for t in self._threads if t.failure is not None]
+        if failed or not self._stop_requested.is_set():
             return 1
         log.info("qbit-consumer stopped")
         return 0

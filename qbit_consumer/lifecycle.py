@@ -1,0 +1,172 @@
+"""The rules that turn what qBittorrent reports into lifecycle events. Pure functions, no I/O.
+
+``observe`` compares one tracked download with qBittorrent's current view of its torrent and
+returns the updated download, the lifecycle events it caused, and a progress event when it is
+still incomplete. Every rule is written out in docs/lifecycle.md.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Final
+
+import attrs
+
+from qbit_consumer.events import Completed, Errored, Event, Paused, Progress, Removed, Stalled
+from qbit_consumer.qbit import Torrent
+from qbit_consumer.state import Download
+
+#: States in which qBittorrent's numbers describe a check or a move, not the download.
+CHECKING: Final = frozenset({"checkingDL", "checkingUP", "checkingResumeData", "moving"})
+#: 4.x says paused, 5.x says stopped.
+PAUSED: Final = frozenset({"pausedDL", "stoppedDL"})
+ERRORED: Final = frozenset({"error", "missingFiles"})
+#: States in which a download is trying to make progress; only here can it stall. Paused,
+#: queued and checking downloads are waiting on purpose.
+TRYING: Final = frozenset({"metaDL", "forcedMetaDL", "stalledDL", "downloading", "forcedDL"})
+#: qBittorrent's "infinite" ETA.
+MAX_ETA: Final = 8_640_000
+#: uint32(-1), the "never" of qBittorrent 4.1's completion_on.
+_UINT32_MAX: Final = 4_294_967_295
+
+
+@attrs.frozen
+class Observation:
+    download: Download
+    events: list[Event]
+    progress: Progress | None
+
+
+def completion_time(torrent: Torrent) -> int | None:
+    """``completion_on`` when it is a real time, else None.
+
+    "Never" is -1 in 5.x, uint32(-1) in 4.1, and in 4.2-4.6 minus the host's 1970 UTC offset,
+    which is a small positive number west of UTC (at most +43200): anything within the first
+    day of 1970 is not a real completion time.
+    """
+    value = torrent.completion_on
+    return value if 86_400 < value != _UINT32_MAX else None
+
+
+def is_complete(torrent: Torrent) -> bool:
+    """qBittorrent holds all the wanted data, checked and in place.
+
+    A magnet still waiting for its metadata also reports ``amount_left`` 0 (it knows of no
+    data yet), hence the completion time; during a recheck or a move the numbers are about the
+    check or the move, hence the states.
+    """
+    return (
+        torrent.amount_left <= 0
+        and completion_time(torrent) is not None
+        and torrent.state not in CHECKING
+        and torrent.state not in ("metaDL", "forcedMetaDL")
+    )
+
+
+def observe(download: Download, torrent: Torrent, now: float, stalled_after: float) -> Observation:
+    moved = torrent.completed != download.last_completed
+    new = attrs.evolve(
+        download,
+        qbit_id=torrent.id,
+        infohash_v1=download.infohash_v1 or torrent.infohash_v1,
+        infohash_v2=download.infohash_v2 or torrent.infohash_v2,
+        name=torrent.name or download.name,
+        last_state=torrent.state,
+        last_progress=torrent.progress,
+        last_completed=torrent.completed,
+    )
+    if moved or torrent.state not in TRYING:
+        # Time paused, queued or checking does not count towards a stall.
+        new.progress_changed_at = now
+        new.stalled = False
+    events: list[Event] = []
+
+    if torrent.state in ERRORED:
+        if not download.errored:
+            events.append(_errored(new, torrent))
+        new.errored = True
+    else:
+        new.errored = False
+
+    if download.stage != "active":
+        return Observation(new, events, None)
+
+    if is_complete(torrent):
+        new.stage = "completed"
+        new.paused = new.stalled = False
+        events.append(_completed(new, torrent))
+        return Observation(new, events, None)
+
+    if torrent.state in PAUSED:
+        if not download.paused:
+            events.append(Paused(**_identity(new), state=torrent.state, progress=torrent.progress))
+        new.paused = True
+    else:
+        new.paused = False
+
+    stalled_for = now - new.progress_changed_at
+    if torrent.state in TRYING and not new.stalled and stalled_for >= stalled_after:
+        new.stalled = True
+        events.append(
+            Stalled(
+                **_identity(new),
+                state=torrent.state,
+                progress=torrent.progress,
+                stalled_seconds=round(stalled_for, 1),
+            )
+        )
+    return Observation(new, events, _progress(new, torrent))
+
+
+def removed(download: Download) -> Removed:
+    return Removed(
+        **_identity(download),
+        last_state=download.last_state,
+        last_progress=download.last_progress,
+        completed=download.stage == "completed",
+    )
+
+
+def _identity(download: Download) -> dict[str, str | None]:
+    return {
+        "request_id": download.request_id,
+        "hash": download.hash,
+        "infohash_v2": download.infohash_v2,
+        "name": download.name,
+        "category": download.category,
+    }
+
+
+def _progress(download: Download, torrent: Torrent) -> Progress:
+    return Progress(
+        **_identity(download),
+        state=torrent.state,
+        progress=round(torrent.progress, 6),
+        downloaded=torrent.completed,
+        size=torrent.size,
+        dlspeed=torrent.dlspeed,
+        upspeed=torrent.upspeed,
+        eta=None if torrent.eta >= MAX_ETA or torrent.eta < 0 else torrent.eta,
+        num_seeds=torrent.num_seeds,
+        num_peers=torrent.num_leechs,
+    )
+
+
+def _completed(download: Download, torrent: Torrent) -> Completed:
+    when = completion_time(torrent) or 0
+    return Completed(
+        **_identity(download),
+        size=torrent.size,
+        save_path=torrent.save_path,
+        content_path=torrent.content_path,
+        completed_at=datetime.fromtimestamp(when, UTC).isoformat().replace("+00:00", "Z"),
+    )
+
+
+def _errored(download: Download, torrent: Torrent) -> Errored:
+    detail = (
+        "the downloaded files are missing from disk"
+        if torrent.state == "missingFiles"
+        else "qBittorrent reports an error for this torrent (disk full, permissions?)"
+    )
+    return Errored(**_identity(download), state=torrent.state, detail=detail)

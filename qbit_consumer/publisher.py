@@ -1,0 +1,251 @@
+"""The publish queue and the publisher thread that empties it.
+
+Lifecycle events (already safe in the state file's outbox) and progress events wait here for
+the broker. The queue keeps the order of events per download and never drops a lifecycle
+event; a progress event replaces the previous one of the same download while that one is still
+waiting, so a slow or absent broker costs at most one progress event per download in memory.
+
+The publisher thread owns its own broker connection. It is not the consumer's connection
+because the consumer thread can be busy with one command for seconds (a slow qBittorrent),
+and events should not wait for that; RabbitMQ also advises separate connections for
+publishing and consuming, so flow control on one does not stall the other. Producers wake it
+through ``add_callback_threadsafe``, the one cross-thread call pika allows.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import attrs
+
+from qbit_consumer.backoff import Backoff
+from qbit_consumer.broker import Broker, Outgoing
+from qbit_consumer.config import Config
+from qbit_consumer.errors import BrokerUnavailable, TopologyConflict
+from qbit_consumer.events import Event
+from qbit_consumer.state import StoredEvent
+from qbit_consumer.topology import ExchangeSpec, Topology
+
+log = logging.getLogger(__name__)
+
+
+@attrs.define
+class Item:
+    """One message to publish: a stored lifecycle event (``seq`` set) or a progress event."""
+
+    routing_key: str
+    body: bytes
+    event_id: str
+    hash: str | None
+    request_id: str | None
+    persistent: bool
+    seq: int | None = None
+
+    @classmethod
+    def stored(cls, event: StoredEvent) -> Item:
+        return cls(
+            event.routing_key,
+            event.body,
+            event.event_id,
+            event.hash,
+            event.request_id,
+            event.persistent,
+            event.seq,
+        )
+
+    @classmethod
+    def progress(cls, event: Event) -> Item:
+        return cls(
+            event.routing_key,
+            event.to_json(),
+            event.event_id,
+            event.hash,
+            event.request_id,
+            event.persistent,
+        )
+
+
+class PublishQueue:
+    """Thread-safe; any thread may put, the publisher thread takes."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: collections.deque[Item] = collections.deque()
+        # The progress item of each download that is still waiting and has no lifecycle event
+        # queued behind it: a newer progress event may replace it in place.
+        self._open_progress: dict[str, Item] = {}
+        self._waker: Callable[[], None] | None = None
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+    def set_waker(self, waker: Callable[[], None] | None) -> None:
+        with self._lock:
+            self._waker = waker
+
+    def put_lifecycle(self, items: list[Item]) -> None:
+        with self._lock:
+            for item in items:
+                if item.hash is not None:
+                    self._open_progress.pop(item.hash, None)
+                self._items.append(item)
+        self.wake()
+
+    def put_progress(self, items: list[Item]) -> None:
+        with self._lock:
+            for item in items:
+                assert item.hash is not None
+                waiting = self._open_progress.get(item.hash)
+                if waiting is not None:
+                    waiting.body, waiting.event_id = item.body, item.event_id
+                else:
+                    self._open_progress[item.hash] = item
+                    self._items.append(item)
+        self.wake()
+
+    def take(self) -> Item | None:
+        with self._lock:
+            if not self._items:
+                return None
+            item = self._items.popleft()
+            if item.hash is not None and self._open_progress.get(item.hash) is item:
+                del self._open_progress[item.hash]
+            return item
+
+    def put_back(self, item: Item) -> None:
+        """Return an item that could not be published to the head of the queue."""
+        with self._lock:
+            self._items.appendleft(item)
+
+    def wake(self) -> None:
+        waker = self._waker
+        if waker is not None:
+            # Failing means the publisher is reconnecting; it looks at the queue when it is back.
+            with contextlib.suppress(BrokerUnavailable):
+                waker()
+
+
+class PublisherThread(threading.Thread):
+    """Publishes the queue under confirms; marks stored events done after each confirm.
+
+    ``stop()`` makes it publish what is queued for up to ``flush_seconds``, then return;
+    stored events it could not publish stay in the outbox for the next start.
+    """
+
+    def __init__(
+        self, cfg: Config, queue: PublishQueue, on_published: Callable[[int], None]
+    ) -> None:
+        super().__init__(name="publisher", daemon=True)
+        self._cfg = cfg
+        self._queue = queue
+        self._on_published = on_published
+        self._stopping = threading.Event()
+        self._flush_deadline = float("inf")
+        self.failure: BaseException | None = None
+        self.connected = threading.Event()
+
+    def stop(self, flush_seconds: float = 3.0) -> None:
+        self._flush_deadline = time.monotonic() + flush_seconds
+        self._stopping.set()
+        self._queue.wake()
+
+    def run(self) -> None:
+        backoff = Backoff()
+        outage: str | None = None
+        try:
+            while not self._done():
+                broker = Broker(self._cfg.rabbitmq.url, role="publisher")
+                try:
+                    broker.connect()
+                    # Only the event exchange: the consumer declares the rest. Declaring it
+                    # here too means events can go out even before the consumer is up.
+                    broker.declare(_event_exchange_only(self._cfg))
+                    if outage is not None:
+                        log.warning("publisher connected to RabbitMQ again after: %s", outage)
+                    outage = None
+                    backoff.reset()
+                    self._queue.set_waker(lambda b=broker: b.call_soon_threadsafe(_nothing))
+                    self.connected.set()
+                    self._publish_until_done(broker)
+                except BrokerUnavailable as exc:
+                    if outage is None:
+                        log.error(
+                            "publisher lost RabbitMQ; events wait in memory and the outbox: %s", exc
+                        )
+                        outage = str(exc)
+                    self._sleep(backoff.next())
+                finally:
+                    self.connected.clear()
+                    self._queue.set_waker(None)
+                    broker.close()
+        except TopologyConflict as exc:
+            log.critical("cannot publish: %s", exc)
+            self.failure = exc
+        except BaseException as exc:
+            log.critical("the publisher thread crashed", exc_info=True)
+            self.failure = exc
+
+    def _publish_until_done(self, broker: Broker) -> None:
+        exchange = self._cfg.rabbitmq.event_exchange
+        while not self._done():
+            item = self._queue.take()
+            if item is None:
+                if self._stopping.is_set():
+                    return
+                broker.sleep(1.0)  # returns early when a producer wakes us
+                continue
+            try:
+                routed = broker.publish(
+                    exchange,
+                    item.routing_key,
+                    item.body,
+                    Outgoing(
+                        message_id=item.event_id,
+                        correlation_id=item.request_id,
+                        timestamp=int(time.time()),
+                        persistent=item.persistent,
+                    ),
+                )
+            except BrokerUnavailable:
+                self._queue.put_back(item)
+                raise
+            if not routed and item.seq is not None:
+                log.warning(
+                    "nobody is listening for %s: no queue is bound to exchange %r for it",
+                    item.routing_key,
+                    exchange,
+                    extra={"routing_key": item.routing_key, "hash": item.hash},
+                )
+            if item.seq is not None:
+                self._on_published(item.seq)
+
+    def _done(self) -> bool:
+        if not self._stopping.is_set():
+            return False
+        return len(self._queue) == 0 or time.monotonic() >= self._flush_deadline
+
+    def _sleep(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while not self._done() and time.monotonic() < end:
+            time.sleep(min(0.1, end - time.monotonic()))
+            if self._stopping.is_set():
+                return
+
+
+def _event_exchange_only(cfg: Config) -> Topology:
+    return Topology(
+        exchanges=(ExchangeSpec(cfg.rabbitmq.event_exchange),),
+        queues=(),
+        queue_bindings=(),
+        exchange_bindings=(),
+    )
+
+
+def _nothing() -> None:
+    """Runs on the publisher's thread; its only effect is to end the publisher's wait."""
