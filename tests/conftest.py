@@ -15,6 +15,7 @@ import pytest
 from qbit_consumer.config import Config
 from tests.fixtures.qbittorrent import USERNAME, QbitProcess
 from tests.fixtures.rabbitmq import BrokerHelper, EventCollector, TestVhost
+from tests.fixtures.seeder import Seeder
 from tests.fixtures.service import RunningService, TestNames, load, write_ini
 
 logging.getLogger("pika").setLevel(logging.WARNING)
@@ -38,6 +39,15 @@ def qbittorrent(qbit_root: Path) -> Iterator[QbitProcess]:
     process = QbitProcess(qbit_root, "shared")
     process.start()
     yield process
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def seeder(qbit_root: Path) -> Iterator[Seeder]:
+    """A second qbittorrent-nox that seeds generated payloads to the others on loopback."""
+    process = QbitProcess(qbit_root, "seeder")
+    process.start()
+    yield Seeder(process)
     process.stop()
 
 
