@@ -26,6 +26,17 @@ if ! command -v qbittorrent-nox >/dev/null 2>&1; then
     fi
 fi
 
+# Debian's libtorrent bindings make the hybrid (v1+v2) torrents of the re-keying tests.
+if ! /usr/bin/python3 -c 'import libtorrent' >/dev/null 2>&1; then
+    if can_apt; then
+        echo "installing python3-libtorrent (apt-get)"
+        apt_install python3-libtorrent
+    else
+        echo "missing: python3-libtorrent (run as root, or: sudo apt-get install python3-libtorrent)" >&2
+        exit 1
+    fi
+fi
+
 if ! reachable; then
     case "$host" in
         127.0.0.1|localhost) ;;

@@ -190,3 +190,32 @@ def test_a_burst_of_20_magnets_gives_no_false_removed(
     time.sleep(4.0)  # longer than the removal confirmation takes
     assert events.of("downloads.removed") == []
     assert {e["hash"] for e in events.of("downloads.added")} == set(hashes)
+
+
+def test_hybrid_torrent_rekeyed_by_qbittorrent_stays_one_download_to_its_completion(
+    qbittorrent, seeder, make_config, start_service, broker, names, events
+):
+    from tests.fixtures.seeder import hybrid_torrents_possible
+
+    if not hybrid_torrents_possible():
+        pytest.fail("python3-libtorrent is needed to make hybrid torrents: run `make test` as root")
+    start_service(make_config(qbittorrent, polling=FAST))
+    payload = seeder.share(3 * 2**20, hybrid=True)
+
+    send(broker, names, payload.magnet, request_id="hybrid")  # v1-only magnet
+
+    completed = events.wait_for("downloads.completed", hash=payload.infohash, timeout=60)[0]
+    assert completed["request_id"] == "hybrid"
+    assert completed["infohash_v2"] == payload.infohash_v2  # learned from qBittorrent
+    # qBittorrent now lists it under the truncated v2 id, not under the v1 of the magnet.
+    client = qbittorrent.client()
+    assert client.torrents_info(torrent_hashes=payload.infohash_v2[:40])
+    assert not client.torrents_info(torrent_hashes=payload.infohash)
+    assert {e["hash"] for e in events.drain()} == {payload.infohash}
+    time.sleep(1.0)
+    assert events.of("downloads.removed") == []
+    assert len(events.of("downloads.completed")) == 1
+
+    client.torrents_delete(delete_files=True, torrent_hashes=payload.infohash_v2[:40])
+    removed = events.wait_for("downloads.removed", hash=payload.infohash, timeout=20)[0]
+    assert removed["completed"] is True and removed["request_id"] == "hybrid"

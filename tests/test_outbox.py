@@ -1,0 +1,81 @@
+"""Lifecycle events stored but not confirmed before a crash go out after the restart, with the
+same event_id; an event nobody listens for is a warning, not an endless retry."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from qbit_consumer.events import Completed
+from qbit_consumer.publisher import PublishQueue
+from qbit_consumer.registry import Registry
+from qbit_consumer.state import State
+from tests.fixtures.rabbitmq import wait_until
+from tests.fixtures.service import random_hash, run_cli, write_ini
+
+pytestmark = pytest.mark.live
+
+
+def store_unconfirmed(path, infohash: str) -> Completed:
+    """What a crash right after recording a completion leaves behind."""
+    event = Completed(
+        request_id="before-crash",
+        hash=infohash,
+        infohash_v2=None,
+        name="x",
+        category="tv",
+        size=5,
+        save_path="/d",
+        content_path="/d/x",
+        completed_at="2026-01-01T00:00:00Z",
+    )
+    state = State(path)
+    Registry(state, PublishQueue()).record(events=[event])
+    state.close()
+    return event
+
+
+def test_an_event_stored_before_a_crash_is_published_after_restart_with_its_event_id(
+    qbittorrent, make_config, start_service, events
+):
+    cfg = make_config(qbittorrent)
+    event = store_unconfirmed(cfg.state.path, random_hash())
+
+    start_service(cfg)
+
+    published = events.wait_for("downloads.completed", hash=event.hash)[0]
+    assert published["event_id"] == event.event_id
+    assert published["request_id"] == "before-crash"
+    assert events.properties_of(event.event_id).message_id == event.event_id
+    wait_until(lambda: State(cfg.state.path).load_outbox() == [], 10, "the outbox to empty")
+
+
+def test_a_lifecycle_event_nobody_listens_for_is_logged_once_and_not_retried(
+    qbittorrent, make_config, start_service, caplog
+):
+    cfg = make_config(qbittorrent)  # no `events` fixture: nothing is bound to the exchange
+    event = store_unconfirmed(cfg.state.path, random_hash())
+    caplog.set_level(logging.WARNING, logger="qbit_consumer")
+
+    start_service(cfg)
+
+    wait_until(lambda: State(cfg.state.path).load_outbox() == [], 10, "the outbox to empty")
+    warnings = [r for r in caplog.records if "nobody is listening" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "downloads.completed" in warnings[0].getMessage()
+    assert event.event_id  # it was confirmed (unroutable) by the broker and dropped from the outbox
+
+
+def test_a_corrupt_state_file_stops_the_service_with_one_line(tmp_path, amqp_url):
+    state = tmp_path / "state.sqlite3"
+    state.write_bytes(b"garbage" * 1000)
+    config = write_ini(
+        tmp_path / "config.ini", {"rabbitmq": {"url": amqp_url}, "state": {"path": state}}
+    )
+    result = run_cli("run", "--config", str(config))
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if "state error" in line]
+    assert len(errors) == 1 and str(state) in errors[0]
+    assert "Traceback" not in result.stderr
+    assert state.read_bytes() == b"garbage" * 1000
