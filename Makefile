@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install run check test lint format clean
+.PHONY: install run check test lint format clean bench-poll bench-latency
 
 $(BIN)/.installed: setup.cfg setup.py
 	@scripts/bootstrap-venv.sh $(PYTHON) $(VENV)
@@ -36,3 +36,10 @@ format: install
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache
+
+# Benchmarks (real qbittorrent-nox and RabbitMQ; results in docs/architecture.md).
+bench-poll: install
+	$(BIN)/python -m bench.poll_cost --sizes 1000,5000
+
+bench-latency: install
+	$(BIN)/python -m bench.completion_latency --downloads 5 --interval 1

@@ -1,0 +1,104 @@
+"""Latency from qBittorrent's completion to our ``downloads.completed`` event, on real downloads.
+
+A seeder and a leecher qbittorrent-nox on loopback, the service in-process polling the leecher
+every ``--interval`` seconds. For each download a side observer polls the leecher's API every
+50 ms and notes when the torrent first looks complete there (the earliest anyone can know);
+the lag is the event's ``occurred_at`` minus that moment. qBittorrent's own ``completion_on`` is
+reported too, for context (it has a resolution of one second).
+Run: ``.venv/bin/python -m bench.completion_latency --downloads 5 --interval 1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+from qbit_consumer.config import load_config
+from qbit_consumer.lifecycle import is_complete
+from qbit_consumer.qbit import LoginGate, QbitClient
+from tests.fixtures.qbittorrent import USERNAME, QbitProcess
+from tests.fixtures.rabbitmq import BrokerHelper, EventCollector, TestVhost
+from tests.fixtures.seeder import Seeder
+from tests.fixtures.service import RunningService, TestNames, write_ini
+
+
+def epoch(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def watch(url: str, password: str, infohash: str, seen: dict[str, float], stop: threading.Event) -> None:
+    from qbit_consumer.config import QbittorrentConfig
+
+    client = QbitClient(QbittorrentConfig(url=url, username=USERNAME, password=password), LoginGate())
+    while not stop.is_set():
+        torrents = client.torrents([infohash])
+        if torrents and is_complete(torrents[0]):
+            seen[infohash] = time.time()
+            return
+        time.sleep(0.05)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--downloads", type=int, default=5)
+    parser.add_argument("--interval", type=float, default=1.0)
+    parser.add_argument("--size-mib", type=int, default=4)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="qbc-latency-") as tmp, TestVhost() as amqp_url:
+        root = Path(tmp)
+        seeder_process, leecher = QbitProcess(root, "seeder"), QbitProcess(root, "leecher")
+        seeder_process.start()
+        leecher.start()
+        names = TestNames()
+        helper = BrokerHelper(amqp_url)
+        events = EventCollector(amqp_url, names.event_exchange)
+        cfg = load_config(write_ini(root / "c.ini", {
+            "rabbitmq": {"url": amqp_url, "command_exchange": names.command_exchange,
+                         "command_queue": names.command_queue, "event_exchange": names.event_exchange},
+            "qbittorrent": {"url": leecher.url, "password": leecher.password},
+            "polling": {"interval_seconds": args.interval},
+            "categories": {"movies": root / "dl"},
+            "state": {"path": root / "state.sqlite3"},
+            "logging": {"format": "text", "level": "WARNING"},
+        }), environ={})
+        service = RunningService(cfg)
+        lags, vs_completion_on = [], []
+        try:
+            seeder = Seeder(seeder_process)
+            for _ in range(args.downloads):
+                payload = seeder.share(args.size_mib * 2**20)
+                seen: dict[str, float] = {}
+                stop = threading.Event()
+                observer = threading.Thread(target=watch, args=(leecher.url, leecher.password,
+                                                                payload.infohash, seen, stop))
+                observer.start()
+                helper.publish(names.command_exchange, "downloads.add",
+                               json.dumps({"magnet": payload.magnet, "category": "movies"}).encode())
+                event = events.wait_for("downloads.completed", hash=payload.infohash, timeout=90)[0]
+                stop.set()
+                observer.join()
+                lags.append(epoch(event["occurred_at"]) - seen[payload.infohash])
+                vs_completion_on.append(epoch(event["occurred_at"]) - epoch(event["completed_at"]))
+        finally:
+            service.stop()
+            events.close()
+            helper.delete(names.queues, names.exchanges)
+            helper.close()
+            seeder_process.stop()
+            leecher.stop()
+    print(f"interval {args.interval} s, {args.downloads} real downloads of {args.size_mib} MiB")
+    print("lag after the torrent first looked complete in qBittorrent's API (s): "
+          + ", ".join(f"{x:.2f}" for x in lags))
+    print(f"  median {statistics.median(lags):.2f} s, max {max(lags):.2f} s")
+    print("lag after completion_on (1 s resolution, for context): "
+          + ", ".join(f"{x:.2f}" for x in vs_completion_on))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""Poll cost per cycle: our poller against a naive full ``torrents/info`` poll, side by side.
+
+One qbittorrent-nox is filled with N dead magnets (random info-hashes: they wait for metadata
+forever, like a big idle library) plus the tracked downloads: ``--active`` incomplete ones
+(magnets) and ``--completed`` complete ones (tiny torrents added with their data in place).
+Then, alternating in the same run, K cycles of
+
+* ours: ``PollerThread.poll_once`` on a registry that tracks exactly those downloads, and
+* naive: ``torrents/info`` without a filter, through qbittorrent-api, as most pollers do,
+
+and reports qBittorrent's CPU (utime+stime of the qbittorrent-nox process) and our process's
+CPU per cycle. Run: ``make bench-poll`` or ``.venv/bin/python -m bench.poll_cost --sizes 1000,5000``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import tempfile
+import time
+from pathlib import Path
+
+import qbittorrentapi
+import torf
+
+from qbit_consumer.config import Config, PollingConfig, QbittorrentConfig
+from qbit_consumer.magnet import parse_magnet
+from qbit_consumer.poller import COMPLETED_SWEEP_CYCLES, PollerThread
+from qbit_consumer.publisher import PublishQueue
+from qbit_consumer.qbit import LoginGate, QbitClient
+from qbit_consumer.registry import Registry
+from qbit_consumer.state import State
+from tests.fixtures.qbittorrent import USERNAME, QbitProcess
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def qbit_pid(process: QbitProcess) -> int:
+    return process._process.pid  # noqa: SLF001 - the bench owns the process
+
+
+def add_dead_magnets(client: qbittorrentapi.Client, count: int) -> list[str]:
+    hashes = [secrets.token_hex(20) for _ in range(count)]
+    for start in range(0, count, 500):
+        batch = hashes[start : start + 500]
+        client.torrents_add(urls="\n".join(f"magnet:?xt=urn:btih:{h}" for h in batch))
+    return hashes
+
+
+def add_complete_torrents(client: qbittorrentapi.Client, root: Path, count: int) -> list[str]:
+    hashes = []
+    data = root / "complete"
+    data.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        name = f"done-{i}"
+        (data / name).write_bytes(os.urandom(16384))
+        torrent = torf.Torrent(path=data / name, piece_size=16384, created_by=None, creation_date=None)
+        torrent.generate()
+        client.torrents_add(torrent_files=torrent.dump(), save_path=str(data), is_skip_checking=True)
+        hashes.append(str(torrent.infohash))
+    return hashes
+
+
+def wait_listed(client: qbittorrentapi.Client, count: int) -> None:
+    deadline = time.monotonic() + 120
+    while len(client.torrents_info()) < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError("qBittorrent did not list every torrent")
+        time.sleep(0.5)
+
+
+def measure(size: int, active: int, completed: int, cycles: int, root: Path) -> dict[str, float]:
+    process = QbitProcess(root, f"bench-{size}")
+    process.start()
+    try:
+        client = process.client()
+        tracked_active = add_dead_magnets(client, active)
+        tracked_done = add_complete_torrents(client, root / f"data-{size}", completed)
+        add_dead_magnets(client, size - active - completed)
+        wait_listed(client, size)
+        time.sleep(2)  # let qBittorrent settle after the adds
+
+        cfg = Config(
+            qbittorrent=QbittorrentConfig(url=process.url, username=USERNAME, password=process.password),
+            polling=PollingConfig(interval_seconds=1),
+        )
+        registry = Registry(State(root / f"state-{size}.sqlite3"), PublishQueue())
+        for h in tracked_active + tracked_done:
+            registry.track(magnet=parse_magnet(f"magnet:?xt=urn:btih:{h}"), request_id=None,
+                           category=None, name=None, qbit_id=h, infohash_v2=None)
+        queue = PublishQueue()
+        poller = PollerThread(cfg, registry, queue, LoginGate())
+        ours = QbitClient(cfg.qbittorrent, LoginGate())
+        poller.poll_once(ours)  # first cycle marks the complete ones complete
+        naive = qbittorrentapi.Client(host=process.url, username=USERNAME, password=process.password)
+        naive.torrents_info()
+
+        totals = {"ours_qbit": 0.0, "ours_self": 0.0, "naive_qbit": 0.0, "naive_self": 0.0,
+                  "ours_wall": 0.0, "naive_wall": 0.0}
+        pid = qbit_pid(process)
+        for _ in range(cycles):
+            for name, run in (("ours", lambda: poller.poll_once(ours)), ("naive", naive.torrents_info)):
+                q0, s0, w0 = cpu_seconds(pid), time.process_time(), time.perf_counter()
+                run()
+                totals[f"{name}_wall"] += time.perf_counter() - w0
+                totals[f"{name}_self"] += time.process_time() - s0
+                totals[f"{name}_qbit"] += cpu_seconds(pid) - q0
+                time.sleep(0.2)
+        stages = {d.stage for d in registry.snapshot()}
+        assert len(registry) == active + completed and stages <= {"active", "completed"}
+        return {k: v / cycles * 1000 for k, v in totals.items()}
+    finally:
+        process.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1000,5000", help="torrents in qBittorrent, comma-separated")
+    parser.add_argument("--active", type=int, default=50, help="tracked incomplete downloads")
+    parser.add_argument("--completed", type=int, default=200, help="tracked complete downloads")
+    parser.add_argument("--cycles", type=int, default=2 * COMPLETED_SWEEP_CYCLES)
+    args = parser.parse_args()
+    print(f"tracked: {args.active} incomplete + {args.completed} complete; {args.cycles} cycles each, "
+          "alternating; CPU in ms per cycle (qBittorrent = qbittorrent-nox utime+stime)")
+    print(f"{'N':>6} | {'ours qB CPU':>11} | {'naive qB CPU':>12} | {'ratio':>6} | "
+          f"{'ours self CPU':>13} | {'naive self CPU':>14} | {'ours wall':>9} | {'naive wall':>10}")
+    with tempfile.TemporaryDirectory(prefix="qbc-bench-") as tmp:
+        for size in (int(s) for s in args.sizes.split(",")):
+            r = measure(size, args.active, args.completed, args.cycles, Path(tmp))
+            ratio = r["naive_qbit"] / r["ours_qbit"] if r["ours_qbit"] else float("inf")
+            print(f"{size:>6} | {r['ours_qbit']:>11.1f} | {r['naive_qbit']:>12.1f} | {ratio:>5.0f}x | "
+                  f"{r['ours_self']:>13.1f} | {r['naive_self']:>14.1f} | {r['ours_wall']:>9.1f} | "
+                  f"{r['naive_wall']:>10.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
