@@ -219,3 +219,51 @@ def test_hybrid_torrent_rekeyed_by_qbittorrent_stays_one_download_to_its_complet
     client.torrents_delete(delete_files=True, torrent_hashes=payload.infohash_v2[:40])
     removed = events.wait_for("downloads.removed", hash=payload.infohash, timeout=20)[0]
     assert removed["completed"] is True and removed["request_id"] == "hybrid"
+
+
+def test_paused_and_stalled_are_reported_once_each_on_real_qbittorrent(
+    qbittorrent, make_config, start_service, broker, names, events
+):
+    start_service(make_config(qbittorrent, polling={**FAST, "stalled_after_seconds": 1}))
+    waiting, paused = random_hash(), random_hash()
+    send(broker, names, magnet_for(waiting), request_id="never-gets-metadata")
+    send(broker, names, magnet_for(paused), request_id="paused-by-hand")
+    events.wait_for("downloads.added", hash=paused)
+    qbittorrent.client().torrents_pause(torrent_hashes=paused)
+
+    stalled = events.wait_for("downloads.stalled", hash=waiting, timeout=10)[0]
+    assert stalled["state"] == "metaDL" and stalled["stalled_seconds"] >= 1
+    assert stalled["request_id"] == "never-gets-metadata"
+    pause = events.wait_for("downloads.paused", hash=paused, timeout=10)[0]
+    assert pause["state"] == "pausedDL"
+    time.sleep(1.5)
+    assert len(events.of("downloads.stalled", hash=waiting)) == 1
+    assert len(events.of("downloads.paused", hash=paused)) == 1
+    assert events.of("downloads.stalled", hash=paused) == []  # paused time is not a stall
+    assert events.of("downloads.progress", hash=paused)[-1]["state"] == "pausedDL"
+
+
+def test_files_deleted_behind_qbittorrents_back_give_one_errored(
+    qbit_factory, seeder, make_config, start_service, broker, names, events, tmp_path
+):
+    leecher = qbit_factory("errored")
+    save_path = tmp_path / "tv"
+    start_service(make_config(leecher, polling=FAST, categories={"tv": save_path}))
+    payload = seeder.share(2 * 2**20)
+    send(broker, names, payload.magnet, category="tv", request_id="will-break")
+    events.wait_for("downloads.completed", hash=payload.infohash, timeout=60)
+
+    leecher.stop()
+    import shutil
+
+    shutil.rmtree(save_path / payload.name)
+    leecher.start()
+
+    errored = events.wait_for("downloads.errored", hash=payload.infohash, timeout=30)[0]
+    assert errored["state"] == "missingFiles"
+    assert errored["request_id"] == "will-break"
+    assert "missing" in errored["detail"]
+    time.sleep(1.0)
+    assert len(events.of("downloads.errored", hash=payload.infohash)) == 1
+    assert events.of("downloads.removed") == []
+    assert len(events.of("downloads.completed", hash=payload.infohash)) == 1
