@@ -328,6 +328,18 @@ class Broker:
             self.close()
             raise BrokerUnavailable(f"connection lost: {_describe(exc)}") from exc
 
+    def idle(self, seconds: float) -> None:
+        """Service the connection for up to ``seconds``, returning early as soon as a callback
+        from ``call_soon_threadsafe`` ran (pika's ``connection.sleep`` would not)."""
+        connection = self._connection
+        if connection is None:
+            return
+        try:
+            connection.process_data_events(time_limit=seconds)
+        except _AMQP_ERRORS as exc:
+            self.close()
+            raise BrokerUnavailable(f"connection lost: {_describe(exc)}") from exc
+
     def call_soon_threadsafe(self, callback: Callable[[], None]) -> None:
         """The one method any thread may call: run ``callback`` on the connection's thread."""
         connection = self._connection

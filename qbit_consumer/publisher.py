@@ -198,7 +198,7 @@ class PublisherThread(threading.Thread):
             if item is None:
                 if self._stopping.is_set():
                     return
-                broker.sleep(1.0)  # returns early when a producer wakes us
+                broker.idle(1.0)  # returns early when a producer wakes us
                 continue
             try:
                 routed = broker.publish(
