@@ -6,6 +6,7 @@ Exit codes: 0 fine, 1 a service or a check failed, 2 the configuration is unusab
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -30,6 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, text in (
         ("run", "run the service until SIGTERM/SIGINT"),
         ("check", "validate the config and reach RabbitMQ and qBittorrent"),
+        ("healthcheck", "exit 0 while the running service is alive (Docker HEALTHCHECK)"),
     ):
         cmd = sub.add_parser(name, help=text, description=text)
         cmd.add_argument("--config", default="config.ini", help="INI file (default: config.ini)")
@@ -41,8 +43,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"qbit-consumer: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     if args.command == "check":
+        for warning in cfg.warnings:
+            print(f"warning: {warning}")
         return check(cfg)
+    if args.command == "healthcheck":
+        return healthcheck(cfg)
     setup_logging(cfg.logging)
+    for warning in cfg.warnings:
+        logging.getLogger("qbit_consumer").warning(warning)
     from qbit_consumer.service import run_service
     from qbit_consumer.state import StateError
 
@@ -76,6 +84,17 @@ def check(cfg: Config) -> int:
         qbit.close()
     print(f"config      ok      {cfg.source} ({len(cfg.categories)} categories)")
     return EXIT_OK if ok else EXIT_FAILURE
+
+
+def healthcheck(cfg: Config) -> int:
+    from qbit_consumer.health import check_health
+
+    problems = check_health(cfg)
+    for problem in problems:
+        print(f"unhealthy: {problem}")
+    if not problems:
+        print("healthy")
+    return EXIT_FAILURE if problems else EXIT_OK
 
 
 if __name__ == "__main__":  # pragma: no cover

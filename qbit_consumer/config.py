@@ -136,6 +136,8 @@ class Config:
     state: StateConfig = StateConfig()
     logging: LoggingConfig = LoggingConfig()
     source: str = "<defaults>"
+    #: Things that work but should be fixed, logged at start (e.g. a readable password file).
+    warnings: tuple[str, ...] = ()
 
 
 _SECTIONS: Final[dict[str, type]] = {
@@ -223,7 +225,16 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None 
             raise ConfigError(f"{source}: [categories] {name}: is not a valid qBittorrent category")
     if not categories:
         raise ConfigError(f"{where}: [categories]: needs at least one category")
-    return Config(categories=categories, source=where, **sections)
+    warnings = []
+    file_password = raw.get("qbittorrent", {}).get("password", "").strip()
+    in_file = ("qbittorrent", "password") not in origin and bool(file_password)
+    in_url = ("rabbitmq", "url") not in origin and bool(urlsplit(sections["rabbitmq"].url).password)
+    if (in_file or in_url) and Path(path).stat().st_mode & 0o004:
+        warnings.append(
+            f"{where} holds a password and any user of this machine can read it: "
+            f"chmod o-r {where}, or pass secrets as QBIT_CONSUMER_* environment variables"
+        )
+    return Config(categories=categories, source=where, warnings=tuple(warnings), **sections)
 
 
 def _read_ini(path: Path) -> dict[str, dict[str, str]]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -26,7 +27,7 @@ from qbit_consumer.commands import AddResult, CommandHandler
 from qbit_consumer.config import Config
 from qbit_consumer.errors import BrokerUnavailable, TopologyConflict
 from qbit_consumer.messages import AddCommand
-from qbit_consumer.qbit import LoginGate, QbitClient
+from qbit_consumer.qbit import LoginGate, QbitClient, Reachability
 from qbit_consumer.topology import build_topology
 
 log = logging.getLogger(__name__)
@@ -39,10 +40,13 @@ class ConsumerThread(threading.Thread):
         cfg: Config,
         gate: LoginGate,
         on_added: Callable[[AddCommand, AddResult], None] | None = None,
+        qbit: Reachability | None = None,
     ) -> None:
         super().__init__(name="consumer", daemon=True)
         self._cfg = cfg
         self._gate = gate
+        self._qbit_status = qbit
+        self.last_beat = time.time()
         self._on_added = on_added
         self._stopping = threading.Event()
         self.connected = threading.Event()
@@ -72,6 +76,7 @@ class ConsumerThread(threading.Thread):
                     if outage is None:
                         log.error("RabbitMQ unavailable, reconnecting until it is back: %s", exc)
                         outage = str(exc)
+                    self.last_beat = time.time()
                     self._stopping.wait(backoff.next())
                 finally:
                     self.connected.clear()
@@ -94,20 +99,42 @@ class ConsumerThread(threading.Thread):
             self._on_added,
         )
         self.connected.set()
-        log.info(
-            "consuming commands from %r on %s",
-            self._cfg.rabbitmq.command_queue,
-            redact_url(self._cfg.rabbitmq.url),
-        )
-        deliveries = broker.consume(
-            self._cfg.rabbitmq.command_queue, self._cfg.rabbitmq.prefetch_count
-        )
-        with contextlib.closing(deliveries):  # closing it cancels the consumer
-            for delivery in deliveries:
-                if delivery is not None:
-                    handler.handle(delivery)
-                if self._stopping.is_set():
-                    break
+        while not self._stopping.is_set():
+            if not self._qbit_answers():
+                self._wait_for_qbittorrent(broker)
+                continue
+            log.info(
+                "consuming commands from %r on %s",
+                self._cfg.rabbitmq.command_queue,
+                redact_url(self._cfg.rabbitmq.url),
+            )
+            deliveries = broker.consume(
+                self._cfg.rabbitmq.command_queue, self._cfg.rabbitmq.prefetch_count
+            )
+            with contextlib.closing(deliveries):  # closing it cancels the consumer
+                for delivery in deliveries:
+                    self.last_beat = time.time()
+                    if delivery is not None:
+                        handler.handle(delivery)
+                    if self._stopping.is_set() or not self._qbit_answers():
+                        break
+
+    def _qbit_answers(self) -> bool:
+        return self._qbit_status is None or self._qbit_status.up
+
+    def _wait_for_qbittorrent(self, broker: Broker) -> None:
+        """While polls fail, commands wait in their queue instead of going round the retry
+        queue: a command taken now could only fail."""
+        assert self._qbit_status is not None
+        warned = False
+        while not self._stopping.is_set() and not self._qbit_answers():
+            if self._qbit_status.known.is_set() and not warned:
+                log.warning("qBittorrent does not answer: not taking commands until it does")
+                warned = True
+            self.last_beat = time.time()
+            broker.sleep(0.5)  # keeps the connection's heartbeats going
+        if warned and not self._stopping.is_set():
+            log.info("qBittorrent answers again: taking commands")
 
     def _with_qbit(self, work: Callable[[QbitClient], T]) -> T:
         """Runs on the helper thread, which alone owns the QbitClient."""

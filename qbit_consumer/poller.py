@@ -36,7 +36,7 @@ from qbit_consumer.errors import TransientError
 from qbit_consumer.events import Event, PollingFailed, PollingRecovered
 from qbit_consumer.lifecycle import observe, removed
 from qbit_consumer.publisher import Item, PublishQueue
-from qbit_consumer.qbit import LoginGate, QbitClient, Torrent
+from qbit_consumer.qbit import LoginGate, QbitClient, Reachability, Torrent
 from qbit_consumer.registry import Registry
 from qbit_consumer.state import Download
 
@@ -80,7 +80,9 @@ class PollerThread(threading.Thread):
         self._outage_since: float | None = None
         self._alerted = False
         self._last_persist = 0.0
-        self.healthy = threading.Event()
+        #: Whether polls work; the consumer takes commands only while they do.
+        self.qbit = Reachability()
+        self.last_beat = time.time()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -95,6 +97,7 @@ class PollerThread(threading.Thread):
                 if next_at < time.monotonic():  # a slow cycle: skip, do not bunch up
                     next_at = time.monotonic() + interval
                 self.poll_once(qbit)
+                self.last_beat = time.time()
         except BaseException as exc:
             log.critical("the poller thread crashed", exc_info=True)
             self.failure = exc
@@ -184,7 +187,7 @@ class PollerThread(threading.Thread):
     # -- outages -----------------------------------------------------------------------------
 
     def _on_failure(self, exc: TransientError, now: float) -> None:
-        self.healthy.clear()
+        self.qbit.set(up=False)
         self._failures += 1
         if self._outage_since is None:
             self._outage_since = now
@@ -208,7 +211,7 @@ class PollerThread(threading.Thread):
             )
 
     def _on_success(self, now: float) -> list[Event]:
-        self.healthy.set()
+        self.qbit.set(up=True)
         events: list[Event] = []
         if self._outage_since is not None:
             outage = now - self._outage_since

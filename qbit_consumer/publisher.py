@@ -149,6 +149,7 @@ class PublisherThread(threading.Thread):
         self._flush_deadline = float("inf")
         self.failure: BaseException | None = None
         self.connected = threading.Event()
+        self.last_beat = time.time()
 
     def stop(self, flush_seconds: float = 3.0) -> None:
         self._flush_deadline = time.monotonic() + flush_seconds
@@ -194,6 +195,7 @@ class PublisherThread(threading.Thread):
     def _publish_until_done(self, broker: Broker) -> None:
         exchange = self._cfg.rabbitmq.event_exchange
         while not self._done():
+            self.last_beat = time.time()
             item = self._queue.take()
             if item is None:
                 if self._stopping.is_set():
@@ -233,6 +235,7 @@ class PublisherThread(threading.Thread):
     def _sleep(self, seconds: float) -> None:
         end = time.monotonic() + seconds
         while not self._done() and time.monotonic() < end:
+            self.last_beat = time.time()
             time.sleep(min(0.1, end - time.monotonic()))
             if self._stopping.is_set():
                 return

@@ -72,6 +72,22 @@ class LoginGate:
             self._closed_until = 0.0
 
 
+class Reachability:
+    """Whether qBittorrent answers, as the poller last found; read by the consumer."""
+
+    def __init__(self) -> None:
+        self.known = threading.Event()  # set after the first poll, good or bad
+        self._up = threading.Event()
+
+    def set(self, up: bool) -> None:
+        (self._up.set if up else self._up.clear)()
+        self.known.set()
+
+    @property
+    def up(self) -> bool:
+        return self._up.is_set()
+
+
 @attrs.frozen(kw_only=True)
 class Torrent:
     """The fields of a ``torrents/info`` item that this service uses, typed."""

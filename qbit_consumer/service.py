@@ -18,15 +18,19 @@ exits 1, so Docker's restart policy brings it back.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import signal
 import threading
+import time
 from types import FrameType
 from typing import Final
 
 from qbit_consumer.commands import AddResult
 from qbit_consumer.config import Config
 from qbit_consumer.consumer import ConsumerThread
+from qbit_consumer.health import WRITE_EVERY_SECONDS, health_path, write_health
 from qbit_consumer.messages import AddCommand
 from qbit_consumer.poller import PollerThread
 from qbit_consumer.publisher import PublisherThread, PublishQueue
@@ -50,10 +54,12 @@ class Service:
         self.queue = PublishQueue()
         self.registry = Registry(self.state, self.queue)
         gate = LoginGate()
-        self.consumer = ConsumerThread(cfg, gate, on_added=self._track)
         self.poller = PollerThread(cfg, self.registry, self.queue, gate)
+        self.consumer = ConsumerThread(cfg, gate, on_added=self._track, qbit=self.poller.qbit)
         self.publisher = PublisherThread(cfg, self.queue, self.registry.event_published)
         self._threads = (self.consumer, self.poller, self.publisher)
+        self._health_file = health_path(cfg)
+        self._disconnected_since: dict[str, float | None] = {"consumer": None, "publisher": None}
 
     def _track(self, command: AddCommand, result: AddResult) -> None:
         self.registry.track(
@@ -81,14 +87,43 @@ class Service:
 
     def wait(self) -> int:
         """Block until a stop is requested or a thread dies; stop everything; exit code."""
+        next_report = 0.0
         while not self._stop_requested.wait(0.2):
+            if time.monotonic() >= next_report:
+                self._report_health()
+                next_report = time.monotonic() + WRITE_EVERY_SECONDS
             dead = [t.name for t in self._threads if not t.is_alive()]
             if dead:
                 log.critical("thread %s ended unexpectedly; stopping", ", ".join(dead))
                 break
         return self.stop()
 
+    def _report_health(self) -> None:
+        now = time.time()
+        for name, thread in (("consumer", self.consumer), ("publisher", self.publisher)):
+            if thread.connected.is_set():
+                self._disconnected_since[name] = None
+            elif self._disconnected_since[name] is None:
+                self._disconnected_since[name] = now
+        try:
+            write_health(
+                self._health_file,
+                {
+                    "written_at": now,
+                    "pid": os.getpid(),
+                    "beats": {t.name: t.last_beat for t in self._threads},
+                    "disconnected_since": self._disconnected_since,
+                    "qbittorrent_reachable": self.poller.qbit.up,
+                    "tracked": len(self.registry),
+                    "queued_events": len(self.queue),
+                },
+            )
+        except OSError as exc:
+            log.warning("cannot write the health file %s: %s", self._health_file, exc)
+
     def stop(self) -> int:
+        with contextlib.suppress(OSError):
+            self._health_file.unlink()
         self.consumer.stop()
         self.consumer.join(CONSUMER_STOP_SECONDS)
         self.poller.stop()

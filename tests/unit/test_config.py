@@ -164,3 +164,21 @@ def test_each_bad_config_gives_one_line_naming_file_section_and_key(tmp_path, te
 def test_missing_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match=r"nope\.ini: file not found"):
         load_config(tmp_path / "nope.ini", environ={})
+
+
+def test_a_world_readable_file_with_a_password_gets_a_warning(tmp_path):
+    path = write(tmp_path, "[qbittorrent]\npassword = s3cret\n")
+    path.chmod(0o644)
+    [warning] = load_config(path, environ={}).warnings
+    assert "chmod o-r" in warning and str(path) in warning and "s3cret" not in warning
+    path.chmod(0o640)
+    assert load_config(path, environ={}).warnings == ()
+
+
+def test_a_password_from_the_environment_needs_no_private_file(tmp_path):
+    path = write(tmp_path, "[rabbitmq]\nurl = amqp://localhost/\n")
+    path.chmod(0o644)
+    cfg = load_config(path, environ={"QBIT_CONSUMER_QBITTORRENT_PASSWORD": "s3cret"})
+    assert cfg.warnings == ()
+    path.write_text("[rabbitmq]\nurl = amqp://user:pw@localhost/\n")
+    assert load_config(path, environ={}).warnings
