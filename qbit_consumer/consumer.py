@@ -68,13 +68,13 @@ class ConsumerThread(threading.Thread):
                     broker.connect()
                     broker.declare(build_topology(self._cfg.rabbitmq))
                     if outage is not None:
-                        log.warning("connected to RabbitMQ again after: %s", outage)
+                        log.warning("consumer reconnected to RabbitMQ after: %s", outage)
                     outage = None
                     backoff.reset()
                     self._consume(broker)
                 except BrokerUnavailable as exc:
                     if outage is None:
-                        log.error("RabbitMQ unavailable, reconnecting until it is back: %s", exc)
+                        log.error("consumer lost RabbitMQ, reconnecting until it is back: %s", exc)
                         outage = str(exc)
                     self.last_beat = time.time()
                     self._stopping.wait(backoff.next())

@@ -168,7 +168,7 @@ class PublisherThread(threading.Thread):
                     # here too means events can go out even before the consumer is up.
                     broker.declare(_event_exchange_only(self._cfg))
                     if outage is not None:
-                        log.warning("publisher connected to RabbitMQ again after: %s", outage)
+                        log.warning("publisher reconnected to RabbitMQ after: %s", outage)
                     outage = None
                     backoff.reset()
                     self._queue.set_waker(lambda b=broker: b.call_soon_threadsafe(_nothing))
