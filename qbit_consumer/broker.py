@@ -230,6 +230,43 @@ class Broker:
                 message_id=properties.message_id,
             )
 
+    def get(self, queue: str) -> Delivery | None:
+        """Take one message from ``queue`` without acking it (None when the queue is empty)."""
+        channel = self._require_channel()
+        try:
+            method, properties, body = channel.basic_get(queue, auto_ack=False)
+        except _AMQP_ERRORS as exc:
+            self.close()
+            raise BrokerUnavailable(f"reading '{queue}' failed: {_describe(exc)}") from exc
+        if method is None:
+            return None
+        return _delivery(method, properties, body)
+
+    def put_back(self, delivery: Delivery) -> None:
+        """Return an unacked message to its queue (a reject with requeue)."""
+        try:
+            self._require_channel().basic_reject(delivery.delivery_tag, requeue=True)
+        except _AMQP_ERRORS as exc:
+            self.close()
+            raise BrokerUnavailable(f"returning a message failed: {_describe(exc)}") from exc
+
+    def listen(self, exchange: str, binding_keys: list[str]) -> Iterator[Delivery | None]:
+        """Yield what arrives on ``exchange`` for ``binding_keys``, through a private queue that
+        the broker deletes when we go (auto-acked: watching is not consuming work)."""
+        channel = self._require_channel()
+        try:
+            channel.exchange_declare(exchange, exchange_type="topic", durable=True)
+            queue = channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
+            for key in binding_keys:
+                channel.queue_bind(queue, exchange, routing_key=key)
+            for method, properties, body in channel.consume(
+                queue, auto_ack=True, inactivity_timeout=CONSUME_TICK_SECONDS
+            ):
+                yield None if method is None else _delivery(method, properties, body)
+        except _AMQP_ERRORS as exc:
+            self.close()
+            raise BrokerUnavailable(f"listening on '{exchange}' failed: {_describe(exc)}") from exc
+
     def ack(self, delivery: Delivery) -> None:
         try:
             self._require_channel().basic_ack(delivery.delivery_tag)
@@ -259,15 +296,24 @@ class Broker:
         return self._publish(exchange, routing_key, body, properties)
 
     def republish(
-        self, delivery: Delivery, routing_key: str, extra_headers: Mapping[str, Any]
+        self,
+        delivery: Delivery,
+        routing_key: str,
+        extra_headers: Mapping[str, Any],
+        drop_headers: Callable[[str], bool] | None = None,
     ) -> bool:
         """Copy a delivery into ``routing_key`` (through the default exchange, straight to that
-        queue) with every property and the body unchanged, plus ``extra_headers``."""
+        queue) with every property and the body unchanged, plus ``extra_headers`` and minus the
+        headers ``drop_headers`` picks."""
         original = delivery.properties
+        kept = original.headers or {}
+        if drop_headers is not None:
+            kept = {k: v for k, v in kept.items() if not drop_headers(k)}
+        headers = dict(kept)
         properties = pika.BasicProperties(
             content_type=original.content_type,
             content_encoding=original.content_encoding,
-            headers={**(original.headers or {}), **extra_headers},
+            headers={**headers, **extra_headers},
             delivery_mode=original.delivery_mode,
             priority=original.priority,
             correlation_id=original.correlation_id,
@@ -354,6 +400,18 @@ class Broker:
         if self._channel is None or not self._channel.is_open:
             raise BrokerUnavailable("not connected")
         return self._channel
+
+
+def _delivery(method: Any, properties: pika.BasicProperties, body: bytes) -> Delivery:
+    return Delivery(
+        body=body,
+        delivery_tag=method.delivery_tag,
+        redelivered=bool(getattr(method, "redelivered", False)),
+        properties=properties,
+        headers=dict(properties.headers or {}),
+        correlation_id=properties.correlation_id,
+        message_id=properties.message_id,
+    )
 
 
 def _describe(exc: BaseException) -> str:

@@ -9,10 +9,11 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from qbit_consumer.broker import Broker, redact_url
 from qbit_consumer.config import Config, load_config
-from qbit_consumer.errors import ConfigError, QbitConsumerError
+from qbit_consumer.errors import ConfigError, InvalidCommand, QbitConsumerError
 from qbit_consumer.logs import setup_logging
 from qbit_consumer.qbit import LoginGate, QbitClient
 
@@ -21,33 +22,82 @@ EXIT_FAILURE = 1
 EXIT_CONFIG = 2
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="qbit-consumer",
         description="Bridge between qBittorrent and RabbitMQ: downloads.add commands in, "
         "download lifecycle events out.",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, text in (
-        ("run", "run the service until SIGTERM/SIGINT"),
-        ("check", "validate the config and reach RabbitMQ and qBittorrent"),
-        ("healthcheck", "exit 0 while the running service is alive (Docker HEALTHCHECK)"),
-    ):
-        cmd = sub.add_parser(name, help=text, description=text)
-        cmd.add_argument("--config", default="config.ini", help="INI file (default: config.ini)")
-    args = parser.parse_args(argv)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    def command(name: str, text: str, parent: Any = sub) -> argparse.ArgumentParser:
+        cmd = parent.add_parser(name, help=text, description=text)
+        cmd.add_argument("--config", default="config.ini", help="INI file (default: config.ini)")
+        return cmd
+
+    command("run", "run the service until SIGTERM/SIGINT")
+    command("check", "validate the config and reach RabbitMQ and qBittorrent")
+    command("healthcheck", "exit 0 while the running service is alive (Docker HEALTHCHECK)")
+    send = command("send", "publish a downloads.add command (checked first)")
+    send.add_argument("magnet")
+    send.add_argument("--category", required=True)
+    send.add_argument("--request-id")
+    send.add_argument(
+        "--tag", action="append", default=[], help="extra qBittorrent tag (repeatable)"
+    )
+    watch = command("watch", "print events as they arrive, one line each, until Ctrl-C")
+    watch.add_argument(
+        "--events",
+        nargs="*",
+        default=["#"],
+        metavar="KEY",
+        help="binding keys, e.g. downloads.completed (default: all)",
+    )
+    dlq = sub.add_parser("dlq", help="read or replay the dead-letter queue")
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
+    command("list", "show the dead-lettered commands and why (they stay in the queue)", dlq_sub)
+    replay = command("replay", "move dead-lettered commands back to the command queue", dlq_sub)
+    which = replay.add_mutually_exclusive_group(required=True)
+    which.add_argument("--all", action="store_true", help="every message in the DLQ")
+    which.add_argument(
+        "numbers",
+        nargs="*",
+        type=int,
+        default=[],
+        metavar="N",
+        help="message numbers as shown by `dlq list`",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     try:
         cfg = load_config(args.config)
     except ConfigError as exc:
         print(f"qbit-consumer: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    if args.command == "check":
-        for warning in cfg.warnings:
-            print(f"warning: {warning}")
-        return check(cfg)
+    if args.command == "run":
+        return _run(cfg)
     if args.command == "healthcheck":
         return healthcheck(cfg)
+    for warning in cfg.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if args.command == "check":
+        return check(cfg)
+    try:
+        return _operate(cfg, args)
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except InvalidCommand as exc:
+        print(f"qbit-consumer: not sent, the service would dead-letter it: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except (QbitConsumerError, RuntimeError) as exc:
+        print(f"qbit-consumer: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def _run(cfg: Config) -> int:
     setup_logging(cfg.logging)
     for warning in cfg.warnings:
         logging.getLogger("qbit_consumer").warning(warning)
@@ -59,6 +109,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StateError as exc:
         print(f"qbit-consumer: state error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+
+
+def _operate(cfg: Config, args: argparse.Namespace) -> int:
+    from qbit_consumer import ops
+
+    if args.command == "send":
+        message_id = ops.send(cfg, args.magnet, args.category, args.request_id, args.tag)
+        print(f"sent (message_id {message_id})")
+    elif args.command == "watch":
+        ops.watch(cfg, args.events)
+    elif args.dlq_command == "list":
+        ops.dlq_list(cfg)
+    else:
+        moved = ops.dlq_replay(cfg, None if args.all else set(args.numbers))
+        print(f"{moved} command(s) moved back to {cfg.rabbitmq.command_queue}")
+    return EXIT_OK
 
 
 def check(cfg: Config) -> int:

@@ -1,0 +1,249 @@
+"""Operator commands: send a command, watch events, read and replay the dead-letter queue.
+
+They talk to RabbitMQ only (never to qBittorrent) with the same config file as the service,
+so a self-hoster can test and repair without writing code or opening the management UI.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import Any, TextIO
+
+from qbit_consumer.broker import Broker, Delivery, Outgoing
+from qbit_consumer.config import Config
+from qbit_consumer.errors import InvalidCommand
+from qbit_consumer.messages import CommandContext, parse_command
+from qbit_consumer.topology import COMMAND_ROUTING_KEY
+
+#: Headers the service added to a dead-lettered or retried command; a replay removes them so
+#: the command starts afresh (all its attempts again).
+_SERVICE_HEADERS = (
+    "x-error-",
+    "x-attempts",
+    "x-failed-at",
+    "x-last-error",
+    "x-death",
+    "x-first-death-",
+    "x-last-death-",
+    "x-delivery-count",
+)
+
+
+def _connect(cfg: Config, role: str) -> Broker:
+    broker = Broker(cfg.rabbitmq.url, role=role)
+    broker.connect()
+    return broker
+
+
+# -- send ----------------------------------------------------------------------------------
+
+
+def send(cfg: Config, magnet: str, category: str, request_id: str | None, tags: list[str]) -> str:
+    """Publish one command, checked first with the service's own rules; returns its message id.
+
+    :raises InvalidCommand: the service would dead-letter it (nothing is sent).
+    """
+    body: dict[str, Any] = {"magnet": magnet, "category": category}
+    if request_id:
+        body["request_id"] = request_id
+    if tags:
+        body["tags"] = tags
+    data = json.dumps(body).encode()
+    message_id = str(uuid.uuid4())
+    parse_command(
+        data,
+        correlation_id=None,
+        message_id=message_id,
+        categories=cfg.categories,
+        context=CommandContext(),
+    )
+    broker = _connect(cfg, "send")
+    try:
+        routed = broker.publish(
+            cfg.rabbitmq.command_exchange,
+            COMMAND_ROUTING_KEY,
+            data,
+            Outgoing(
+                message_id=message_id,
+                correlation_id=request_id,
+                timestamp=int(time.time()),
+                persistent=True,
+                type="command",
+            ),
+        )
+    finally:
+        broker.close()
+    if not routed:
+        raise RuntimeError(
+            f"no queue is bound to exchange {cfg.rabbitmq.command_exchange!r} for "
+            f"{COMMAND_ROUTING_KEY!r}: start the service once, it declares them"
+        )
+    return message_id
+
+
+# -- watch ---------------------------------------------------------------------------------
+
+
+def watch(
+    cfg: Config,
+    binding_keys: list[str],
+    out: TextIO = sys.stdout,
+    stop: Callable[[], bool] = lambda: False,
+) -> None:
+    """Print events as they arrive, one readable line each, until ``stop()`` or Ctrl-C."""
+    broker = _connect(cfg, "watch")
+    try:
+        for delivery in broker.listen(cfg.rabbitmq.event_exchange, binding_keys):
+            if delivery is not None:
+                print(format_event(delivery.body), file=out, flush=True)
+            if stop():
+                return
+    finally:
+        broker.close()
+
+
+def format_event(body: bytes) -> str:
+    try:
+        e = json.loads(body)
+    except ValueError:
+        return f"(not JSON) {body[:100]!r}"
+    clock = _clock(e.get("occurred_at"))
+    kind = str(e.get("event", "?")).removeprefix("downloads.")
+    who = f"{e.get('name') or (e.get('hash') or '')[:12]}"
+    tail = f"  [{e['category']}]" if e.get("category") else ""
+    tail += f"  id={e['request_id']}" if e.get("request_id") else ""
+    match kind:
+        case "progress":
+            what = (
+                f"{_bar(e['progress'])} {e['progress'] * 100:5.1f}%  "
+                f"{_size(e['dlspeed'])}/s  eta {_eta(e.get('eta'))}  {e['state']}"
+            )
+        case "completed":
+            what = f"{_size(e['size'])} in {e['content_path']}"
+        case "added":
+            what = f"in {e['save_path']}" + (
+                "  (was already in qBittorrent)" if e["duplicate"] else ""
+            )
+        case "failed":
+            what = f"{e['reason']}: {e['detail']}"
+        case "removed":
+            what = f"was {e['last_state']} at {(e['last_progress'] or 0) * 100:.0f}%" + (
+                ", completed" if e["completed"] else ""
+            )
+        case "stalled":
+            what = f"no progress for {e['stalled_seconds']:.0f} s ({e['state']})"
+        case "paused" | "errored":
+            what = e.get("detail") or e.get("state", "")
+        case "polling_failed":
+            what, who = f"{e['consecutive_failures']} polls failed: {e['error']}", "qBittorrent"
+        case "polling_recovered":
+            what, who = f"answers again after {e['outage_seconds']:.0f} s", "qBittorrent"
+        case _:
+            what = ""
+    return f"{clock} {kind:<17} {who}  {what}{tail}".rstrip()
+
+
+def _bar(fraction: float, width: int = 20) -> str:
+    filled = round(max(0.0, min(1.0, fraction)) * width)
+    return "[" + "#" * filled + "-" * (width - filled) + "]"
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"  # pragma: no cover
+
+
+def _eta(seconds: int | None) -> str:
+    if seconds is None:
+        return "-"
+    return f"{seconds}s" if seconds < 120 else f"{seconds // 60}m"
+
+
+def _clock(rfc3339: str | None) -> str:
+    try:
+        return (
+            datetime.fromisoformat(str(rfc3339).replace("Z", "+00:00"))
+            .astimezone()
+            .strftime("%H:%M:%S")
+        )
+    except ValueError:
+        return "--:--:--"
+
+
+# -- the dead-letter queue -----------------------------------------------------------------
+
+
+def _each_dead_letter(broker: Broker, queue: str) -> Iterator[Delivery]:
+    """Every message of the DLQ, each once, unacked (returned to the queue by the caller)."""
+    while (delivery := broker.get(queue)) is not None:
+        yield delivery
+
+
+def dlq_list(cfg: Config, out: TextIO = sys.stdout) -> int:
+    """Print the dead-lettered commands; they stay in the queue. Returns how many."""
+    broker = _connect(cfg, "dlq")
+    taken: list[Delivery] = []
+    try:
+        for number, delivery in enumerate(
+            _each_dead_letter(broker, cfg.rabbitmq.dead_letter_queue), 1
+        ):
+            taken.append(delivery)
+            h = delivery.headers
+            print(
+                f"#{number}  {h.get('x-failed-at', '?')}  {h.get('x-error-reason', '?')}"
+                f"  attempts={h.get('x-attempts', '?')}  id={delivery.message_id or '-'}",
+                file=out,
+            )
+            print(f"    {h.get('x-error-detail', '(no detail)')}", file=out)
+            print(f"    body: {delivery.body[:160].decode('utf-8', 'replace')}", file=out)
+        if not taken:
+            print(f"{cfg.rabbitmq.dead_letter_queue} is empty", file=out)
+    finally:
+        for delivery in taken:
+            broker.put_back(delivery)
+        broker.close()
+    return len(taken)
+
+
+def dlq_replay(cfg: Config, numbers: set[int] | None, out: TextIO = sys.stdout) -> int:
+    """Move dead-lettered commands (all, or those numbered as in ``dlq list``) back to the
+    command queue, each without the headers the service added. Each copy is confirmed by the
+    broker before its DLQ original is acked: an interruption can repeat a command (handled as
+    a duplicate), never lose one. Returns how many were moved."""
+    broker = _connect(cfg, "dlq")
+    moved = 0
+    keep: list[Delivery] = []
+    try:
+        for number, delivery in enumerate(
+            _each_dead_letter(broker, cfg.rabbitmq.dead_letter_queue), 1
+        ):
+            if numbers is not None and number not in numbers:
+                keep.append(delivery)
+                continue
+            if not broker.republish(
+                delivery,
+                cfg.rabbitmq.command_queue,
+                {},
+                drop_headers=lambda name: name.startswith(_SERVICE_HEADERS),
+            ):
+                keep.append(delivery)
+                raise RuntimeError(f"queue {cfg.rabbitmq.command_queue!r} does not exist")
+            broker.ack(delivery)
+            moved += 1
+            print(f"#{number} replayed (id={delivery.message_id or '-'})", file=out)
+    finally:
+        for delivery in keep:
+            broker.put_back(delivery)
+        broker.close()
+    return moved
+
+
+__all__ = ["InvalidCommand", "dlq_list", "dlq_replay", "format_event", "send", "watch"]
