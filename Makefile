@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install run check test lint format clean bench-poll bench-latency
+.PHONY: install run check test lint format clean demo bench-poll bench-latency
 
 $(BIN)/.installed: setup.cfg setup.py
 	@scripts/bootstrap-venv.sh $(PYTHON) $(VENV)
@@ -17,6 +17,10 @@ config.ini:
 
 run: install config.ini
 	$(BIN)/qbit-consumer run --config config.ini
+
+demo: install
+	@command -v qbittorrent-nox >/dev/null || scripts/ensure-services.sh
+	$(BIN)/python scripts/demo.py
 
 check: install config.ini
 	$(BIN)/qbit-consumer check --config config.ini
