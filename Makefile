@@ -27,16 +27,16 @@ check: install config.ini
 
 test: install
 	@scripts/ensure-services.sh
-	$(BIN)/ruff check qbit_consumer tests
+	$(BIN)/ruff check qbit_consumer tests bench scripts
 	$(BIN)/pytest
 
 lint: install
-	$(BIN)/ruff check qbit_consumer tests
-	$(BIN)/ruff format --check qbit_consumer tests
+	$(BIN)/ruff check qbit_consumer tests bench scripts
+	$(BIN)/ruff format --check qbit_consumer tests bench scripts
 
 format: install
-	$(BIN)/ruff format qbit_consumer tests
-	$(BIN)/ruff check --fix qbit_consumer tests
+	$(BIN)/ruff format qbit_consumer tests bench scripts
+	$(BIN)/ruff check --fix qbit_consumer tests bench scripts
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

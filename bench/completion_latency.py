@@ -32,10 +32,14 @@ def epoch(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-def watch(url: str, password: str, infohash: str, seen: dict[str, float], stop: threading.Event) -> None:
+def watch(
+    url: str, password: str, infohash: str, seen: dict[str, float], stop: threading.Event
+) -> None:
     from qbit_consumer.config import QbittorrentConfig
 
-    client = QbitClient(QbittorrentConfig(url=url, username=USERNAME, password=password), LoginGate())
+    client = QbitClient(
+        QbittorrentConfig(url=url, username=USERNAME, password=password), LoginGate()
+    )
     while not stop.is_set():
         torrents = client.torrents([infohash])
         if torrents and is_complete(torrents[0]):
@@ -58,15 +62,25 @@ def main() -> None:
         names = TestNames()
         helper = BrokerHelper(amqp_url)
         events = EventCollector(amqp_url, names.event_exchange)
-        cfg = load_config(write_ini(root / "c.ini", {
-            "rabbitmq": {"url": amqp_url, "command_exchange": names.command_exchange,
-                         "command_queue": names.command_queue, "event_exchange": names.event_exchange},
-            "qbittorrent": {"url": leecher.url, "password": leecher.password},
-            "polling": {"interval_seconds": args.interval},
-            "categories": {"movies": root / "dl"},
-            "state": {"path": root / "state.sqlite3"},
-            "logging": {"format": "text", "level": "WARNING"},
-        }), environ={})
+        cfg = load_config(
+            write_ini(
+                root / "c.ini",
+                {
+                    "rabbitmq": {
+                        "url": amqp_url,
+                        "command_exchange": names.command_exchange,
+                        "command_queue": names.command_queue,
+                        "event_exchange": names.event_exchange,
+                    },
+                    "qbittorrent": {"url": leecher.url, "password": leecher.password},
+                    "polling": {"interval_seconds": args.interval},
+                    "categories": {"movies": root / "dl"},
+                    "state": {"path": root / "state.sqlite3"},
+                    "logging": {"format": "text", "level": "WARNING"},
+                },
+            ),
+            environ={},
+        )
         service = RunningService(cfg)
         lags, vs_completion_on = [], []
         try:
@@ -75,11 +89,15 @@ def main() -> None:
                 payload = seeder.share(args.size_mib * 2**20)
                 seen: dict[str, float] = {}
                 stop = threading.Event()
-                observer = threading.Thread(target=watch, args=(leecher.url, leecher.password,
-                                                                payload.infohash, seen, stop))
+                observer = threading.Thread(
+                    target=watch, args=(leecher.url, leecher.password, payload.infohash, seen, stop)
+                )
                 observer.start()
-                helper.publish(names.command_exchange, "downloads.add",
-                               json.dumps({"magnet": payload.magnet, "category": "movies"}).encode())
+                helper.publish(
+                    names.command_exchange,
+                    "downloads.add",
+                    json.dumps({"magnet": payload.magnet, "category": "movies"}).encode(),
+                )
                 event = events.wait_for("downloads.completed", hash=payload.infohash, timeout=90)[0]
                 stop.set()
                 observer.join()
@@ -93,11 +111,15 @@ def main() -> None:
             seeder_process.stop()
             leecher.stop()
     print(f"interval {args.interval} s, {args.downloads} real downloads of {args.size_mib} MiB")
-    print("lag after the torrent first looked complete in qBittorrent's API (s): "
-          + ", ".join(f"{x:.2f}" for x in lags))
+    print(
+        "lag after the torrent first looked complete in qBittorrent's API (s): "
+        + ", ".join(f"{x:.2f}" for x in lags)
+    )
     print(f"  median {statistics.median(lags):.2f} s, max {max(lags):.2f} s")
-    print("lag after completion_on (1 s resolution, for context): "
-          + ", ".join(f"{x:.2f}" for x in vs_completion_on))
+    print(
+        "lag after completion_on (1 s resolution, for context): "
+        + ", ".join(f"{x:.2f}" for x in vs_completion_on)
+    )
 
 
 if __name__ == "__main__":

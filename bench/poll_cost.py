@@ -42,7 +42,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def qbit_pid(process: QbitProcess) -> int:
-    return process._process.pid  # noqa: SLF001 - the bench owns the process
+    return process._process.pid
 
 
 def add_dead_magnets(client: qbittorrentapi.Client, count: int) -> list[str]:
@@ -60,9 +60,13 @@ def add_complete_torrents(client: qbittorrentapi.Client, root: Path, count: int)
     for i in range(count):
         name = f"done-{i}"
         (data / name).write_bytes(os.urandom(16384))
-        torrent = torf.Torrent(path=data / name, piece_size=16384, created_by=None, creation_date=None)
+        torrent = torf.Torrent(
+            path=data / name, piece_size=16384, created_by=None, creation_date=None
+        )
         torrent.generate()
-        client.torrents_add(torrent_files=torrent.dump(), save_path=str(data), is_skip_checking=True)
+        client.torrents_add(
+            torrent_files=torrent.dump(), save_path=str(data), is_skip_checking=True
+        )
         hashes.append(str(torrent.infohash))
     return hashes
 
@@ -87,25 +91,44 @@ def measure(size: int, active: int, completed: int, cycles: int, root: Path) -> 
         time.sleep(2)  # let qBittorrent settle after the adds
 
         cfg = Config(
-            qbittorrent=QbittorrentConfig(url=process.url, username=USERNAME, password=process.password),
+            qbittorrent=QbittorrentConfig(
+                url=process.url, username=USERNAME, password=process.password
+            ),
             polling=PollingConfig(interval_seconds=1),
         )
         registry = Registry(State(root / f"state-{size}.sqlite3"), PublishQueue())
         for h in tracked_active + tracked_done:
-            registry.track(magnet=parse_magnet(f"magnet:?xt=urn:btih:{h}"), request_id=None,
-                           category=None, name=None, qbit_id=h, infohash_v2=None)
+            registry.track(
+                magnet=parse_magnet(f"magnet:?xt=urn:btih:{h}"),
+                request_id=None,
+                category=None,
+                name=None,
+                qbit_id=h,
+                infohash_v2=None,
+            )
         queue = PublishQueue()
         poller = PollerThread(cfg, registry, queue, LoginGate())
         ours = QbitClient(cfg.qbittorrent, LoginGate())
         poller.poll_once(ours)  # first cycle marks the complete ones complete
-        naive = qbittorrentapi.Client(host=process.url, username=USERNAME, password=process.password)
+        naive = qbittorrentapi.Client(
+            host=process.url, username=USERNAME, password=process.password
+        )
         naive.torrents_info()
 
-        totals = {"ours_qbit": 0.0, "ours_self": 0.0, "naive_qbit": 0.0, "naive_self": 0.0,
-                  "ours_wall": 0.0, "naive_wall": 0.0}
+        totals = {
+            "ours_qbit": 0.0,
+            "ours_self": 0.0,
+            "naive_qbit": 0.0,
+            "naive_self": 0.0,
+            "ours_wall": 0.0,
+            "naive_wall": 0.0,
+        }
         pid = qbit_pid(process)
         for _ in range(cycles):
-            for name, run in (("ours", lambda: poller.poll_once(ours)), ("naive", naive.torrents_info)):
+            for name, run in (
+                ("ours", lambda: poller.poll_once(ours)),
+                ("naive", naive.torrents_info),
+            ):
                 q0, s0, w0 = cpu_seconds(pid), time.process_time(), time.perf_counter()
                 run()
                 totals[f"{name}_wall"] += time.perf_counter() - w0
@@ -121,22 +144,31 @@ def measure(size: int, active: int, completed: int, cycles: int, root: Path) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="1000,5000", help="torrents in qBittorrent, comma-separated")
+    parser.add_argument(
+        "--sizes", default="1000,5000", help="torrents in qBittorrent, comma-separated"
+    )
     parser.add_argument("--active", type=int, default=50, help="tracked incomplete downloads")
     parser.add_argument("--completed", type=int, default=200, help="tracked complete downloads")
     parser.add_argument("--cycles", type=int, default=2 * COMPLETED_SWEEP_CYCLES)
     args = parser.parse_args()
-    print(f"tracked: {args.active} incomplete + {args.completed} complete; {args.cycles} cycles each, "
-          "alternating; CPU in ms per cycle (qBittorrent = qbittorrent-nox utime+stime)")
-    print(f"{'N':>6} | {'ours qB CPU':>11} | {'naive qB CPU':>12} | {'ratio':>6} | "
-          f"{'ours self CPU':>13} | {'naive self CPU':>14} | {'ours wall':>9} | {'naive wall':>10}")
+    print(
+        f"tracked: {args.active} incomplete + {args.completed} complete; {args.cycles} cycles each, "
+        "alternating; CPU in ms per cycle (qBittorrent = qbittorrent-nox utime+stime)"
+    )
+    print(
+        f"{'N':>6} | {'ours qB CPU':>11} | {'naive qB CPU':>12} | {'ratio':>6} | "
+        f"{'ours self CPU':>13} | {'naive self CPU':>14} | {'ours wall':>9} | {'naive wall':>10}"
+    )
     with tempfile.TemporaryDirectory(prefix="qbc-bench-") as tmp:
         for size in (int(s) for s in args.sizes.split(",")):
             r = measure(size, args.active, args.completed, args.cycles, Path(tmp))
             ratio = r["naive_qbit"] / r["ours_qbit"] if r["ours_qbit"] else float("inf")
-            print(f"{size:>6} | {r['ours_qbit']:>11.1f} | {r['naive_qbit']:>12.1f} | {ratio:>5.0f}x | "
-                  f"{r['ours_self']:>13.1f} | {r['naive_self']:>14.1f} | {r['ours_wall']:>9.1f} | "
-                  f"{r['naive_wall']:>10.1f}", flush=True)
+            print(
+                f"{size:>6} | {r['ours_qbit']:>11.1f} | {r['naive_qbit']:>12.1f} | {ratio:>5.0f}x | "
+                f"{r['ours_self']:>13.1f} | {r['naive_self']:>14.1f} | {r['ours_wall']:>9.1f} | "
+                f"{r['naive_wall']:>10.1f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

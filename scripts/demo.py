@@ -216,8 +216,8 @@ def _exists(helper: BrokerHelper, queue: str) -> bool:
     try:
         helper.message_count(queue)
         return True
-    except Exception:  # noqa: BLE001 - the service has not declared it yet
-        helper._ensure_open()  # noqa: SLF001
+    except Exception:
+        helper._ensure_open()
         return False
 
 
