@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install run check test lint format clean demo bench-poll bench-latency
+.PHONY: install run check test lint format clean demo fuzz faults bench-poll bench-latency
 
 $(BIN)/.installed: setup.cfg setup.py
 	@scripts/bootstrap-venv.sh $(PYTHON) $(VENV)
@@ -29,6 +29,11 @@ test: install
 	@scripts/ensure-services.sh
 	$(BIN)/ruff check qbit_consumer tests bench scripts
 	$(BIN)/pytest
+
+# At least 10,000 generated command bodies through the real service (results: docs/reliability.md).
+fuzz: install
+	@scripts/ensure-services.sh
+	HYPOTHESIS_PROFILE=long $(BIN)/pytest tests/test_fuzz.py -s -p no:timeout
 
 lint: install
 	$(BIN)/ruff check qbit_consumer tests bench scripts

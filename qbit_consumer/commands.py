@@ -216,11 +216,13 @@ def add_download(qbit: QbitClient, command: AddCommand, save_path: str) -> AddRe
         return AddResult(torrent=existing, duplicate=True)
 
     deadline = time.monotonic() + LIST_TIMEOUT_SECONDS
+    pause = 0.005  # qBittorrent usually lists it within milliseconds; back off to 0.1 s
     while time.monotonic() < deadline:
         torrent = _find(qbit, command)
         if torrent is not None:
             return AddResult(torrent=torrent, duplicate=False)
-        time.sleep(0.05)
+        time.sleep(pause)
+        pause = min(pause * 2, 0.1)
     raise TransientError(
         f"qBittorrent accepted the magnet but did not list it within {LIST_TIMEOUT_SECONDS:g} s"
     )

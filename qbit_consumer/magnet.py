@@ -99,6 +99,10 @@ def parse_magnet(uri: str) -> Magnet:
             name = unquote_plus(pair.partition("=")[2])  # libtorrent reads '+' as a space
     if v1 is None and v2 is None:
         raise _invalid("the magnet link has no xt=urn:btih: or xt=urn:btmh: info-hash")
+    for digest in (v1, v2):
+        # libtorrent treats an all-zero hash as "no hash": qBittorrent answers Ok. and drops it.
+        if digest is not None and not digest.strip("0"):
+            raise _invalid("the info-hash is all zeros")
     return Magnet(uri=uri, infohash_v1=v1, infohash_v2=v2, display_name=name)
 
 

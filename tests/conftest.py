@@ -134,3 +134,11 @@ def start_service(broker: BrokerHelper) -> Iterator[Callable[[Config], RunningSe
     yield start
     for service in running:
         service.stop()
+
+
+# Hypothesis: a short run in `make test`, the long one (`make fuzz`) with HYPOTHESIS_PROFILE=long.
+from hypothesis import settings as _hypothesis_settings  # noqa: E402
+
+_hypothesis_settings.register_profile("default", max_examples=150)
+_hypothesis_settings.register_profile("long", max_examples=10_000)
+_hypothesis_settings.load_profile(__import__("os").environ.get("HYPOTHESIS_PROFILE", "default"))

@@ -75,6 +75,9 @@ def test_display_name_is_decoded_like_libtorrent_does():
         (f"magnet:?xt=urn:btih:{V1}&xt=urn:btih:{'0' * 40}", "two different btih"),
         (f"magnet:?xt=urn:btih:{V1}\nhttp://evil/x.torrent", "whitespace or control"),
         (f"magnet:?xt=urn:btih:{V1} &dn=x", "whitespace or control"),
+        ("magnet:?xt=urn:btih:" + "0" * 40, "all zeros"),
+        ("magnet:?xt=urn:btih:" + "A" * 32, "all zeros"),  # base32 of 20 zero bytes
+        ("magnet:?xt=urn:btmh:1220" + "0" * 64, "all zeros"),
     ],
 )
 def test_bad_magnets_are_refused_with_a_reason(uri, words):
