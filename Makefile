@@ -33,7 +33,14 @@ test: install
 # At least 10,000 generated command bodies through the real service (results: docs/reliability.md).
 fuzz: install
 	@scripts/ensure-services.sh
-	HYPOTHESIS_PROFILE=long $(BIN)/pytest tests/test_fuzz.py -s -p no:timeout
+	HYPOTHESIS_PROFILE=long $(BIN)/pytest tests/test_fuzz.py -s -o timeout=0
+
+# Fault injection at full scale (figures: docs/reliability.md); a small scale runs in `make test`.
+faults: install
+	@scripts/ensure-services.sh
+	rm -f faults-report.jsonl
+	FAULTS_SCALE=full FAULTS_REPORT=faults-report.jsonl $(BIN)/pytest tests/faults -s -o timeout=0
+	@cat faults-report.jsonl
 
 lint: install
 	$(BIN)/ruff check qbit_consumer tests bench scripts

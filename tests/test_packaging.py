@@ -14,12 +14,18 @@ def test_dockerfile_entry_point_and_healthcheck_are_real_commands():
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert 'ENTRYPOINT ["qbit-consumer"]' in dockerfile
     assert "USER qbit" in dockerfile and 'VOLUME ["/data"]' in dockerfile
-    healthcheck = re.search(r'CMD \["qbit-consumer", "healthcheck", "--config", "([^"]+)"\]', dockerfile)
+    healthcheck = re.search(
+        r'CMD \["qbit-consumer", "healthcheck", "--config", "([^"]+)"\]', dockerfile
+    )
     assert healthcheck, "HEALTHCHECK must run `qbit-consumer healthcheck`"
     # The same subcommands exist in the installed console script.
     for sub in ("run", "healthcheck"):
-        result = subprocess.run([sys.executable, "-m", "qbit_consumer", sub, "--help"],
-                                capture_output=True, text=True, check=False)
+        result = subprocess.run(
+            [sys.executable, "-m", "qbit_consumer", sub, "--help"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         assert result.returncode == 0 and "--config" in result.stdout
 
 

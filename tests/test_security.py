@@ -1,0 +1,143 @@
+"""Secrets stay secret, and only magnet links ever reach qBittorrent."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from urllib.parse import quote, urlsplit
+
+import pytest
+
+from tests.fixtures.faults import HttpFaultProxy
+from tests.fixtures.rabbitmq import vhost_of, wait_until
+from tests.fixtures.service import magnet_for, random_hash, write_ini
+
+pytestmark = pytest.mark.live
+
+RMQ_USER, RMQ_PASSWORD = "qbc-secret-user", "rmq-S3cr3t-7f1d"
+
+
+@pytest.fixture
+def secret_broker_user(amqp_url):
+    if shutil.which("rabbitmqctl") is None:
+        pytest.skip("needs rabbitmqctl to create a user with a known password")
+    subprocess.run(
+        ["rabbitmqctl", "add_user", RMQ_USER, RMQ_PASSWORD], capture_output=True, check=True
+    )
+    subprocess.run(
+        ["rabbitmqctl", "set_permissions", "-p", vhost_of(amqp_url), RMQ_USER, ".*", ".*", ".*"],
+        capture_output=True,
+        check=True,
+    )
+    parts = urlsplit(amqp_url)
+    yield parts._replace(
+        netloc=f"{RMQ_USER}:{quote(RMQ_PASSWORD)}@{parts.hostname}:{parts.port or 5672}"
+    ).geturl()
+    subprocess.run(["rabbitmqctl", "delete_user", RMQ_USER], capture_output=True, check=False)
+
+
+def test_passwords_never_appear_in_logs_events_or_dead_letter_headers(
+    qbittorrent, secret_broker_user, names, broker, events, tmp_path
+):
+    proxy = HttpFaultProxy(qbittorrent.url)
+    proxy.fail_paths["/api/v2/torrents/add"] = 503  # so that error details are produced
+    config = write_ini(
+        tmp_path / "config.ini",
+        {
+            "rabbitmq": {
+                "url": secret_broker_user,
+                "command_exchange": names.command_exchange,
+                "command_queue": names.command_queue,
+                "event_exchange": names.event_exchange,
+                "max_attempts": 2,
+                "retry_delay_seconds": 0.5,
+            },
+            "qbittorrent": {"url": proxy.url, "password": qbittorrent.password},
+            "state": {"path": tmp_path / "state.sqlite3"},
+            "logging": {"format": "json", "level": "DEBUG"},
+        },
+    )
+    log_path = tmp_path / "service.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "qbit_consumer", "run", "--config", str(config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_until(lambda: "consuming commands" in log_path.read_text(), 30, "the service to start")
+        broker.publish(names.command_exchange, "downloads.add", b"not json")
+        broker.publish(
+            names.command_exchange,
+            "downloads.add",
+            json.dumps({"magnet": magnet_for(random_hash()), "category": "tv"}).encode(),
+        )
+        wait_until(
+            lambda: broker.message_count(names.dead_letter_queue) == 2, 30, "two dead letters"
+        )
+        dead = broker.get_all(names.dead_letter_queue)
+    finally:
+        process.terminate()
+        process.wait(15)
+        proxy.close()
+    # A failed login too: its error path must not echo the password either.
+    wrong = write_ini(
+        tmp_path / "wrong.ini",
+        {
+            "rabbitmq": {"url": secret_broker_user},
+            "qbittorrent": {"url": qbittorrent.url, "password": "Wr0ng-Pa55-9c2e"},
+        },
+    )
+    checked = subprocess.run(
+        [sys.executable, "-m", "qbit_consumer", "check", "--config", str(wrong)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert "login failed" in checked.stdout
+
+    everything = "\n".join(
+        [
+            log_path.read_text(),
+            json.dumps(events.drain()),
+            json.dumps([{k: str(v) for k, v in props.headers.items()} for props, _ in dead]),
+            checked.stdout + checked.stderr,
+        ]
+    )
+    assert "retries_exhausted" in everything and "invalid_json" in everything
+    for secret in (RMQ_PASSWORD, quote(RMQ_PASSWORD), qbittorrent.password, "Wr0ng-Pa55-9c2e"):
+        assert secret not in everything
+
+
+def test_only_magnet_uris_reach_qbittorrent(
+    qbittorrent, make_config, start_service, broker, names, events
+):
+    proxy = HttpFaultProxy(qbittorrent.url)
+    try:
+        start_service(
+            make_config(None, qbittorrent={"url": proxy.url, "password": qbittorrent.password})
+        )
+        good = random_hash()
+        for magnet in (
+            "http://127.0.0.1:9/evil.torrent",
+            "/etc/passwd",
+            magnet_for(random_hash()) + "\nhttp://x/y",
+            magnet_for(good),
+        ):
+            broker.publish(
+                names.command_exchange,
+                "downloads.add",
+                json.dumps({"magnet": magnet, "category": "tv"}).encode(),
+            )
+        events.wait_for("downloads.added", hash=good)
+        wait_until(lambda: len(events.of("downloads.failed")) == 3, 10, "three refusals")
+        time.sleep(0.2)
+    finally:
+        proxy.close()
+    adds = [body for path, body in proxy.bodies if path.startswith("/api/v2/torrents/add")]
+    assert len(adds) == 1  # the three others never reached qBittorrent
+    assert f"magnet%3A%3Fxt%3Durn%3Abtih%3A{good}".encode() in adds[0]
+    assert b"http" not in adds[0] and b"passwd" not in adds[0]
