@@ -42,8 +42,9 @@ def setup_logging(cfg: LoggingConfig) -> None:
     if cfg.format == "json":
         handler.setFormatter(
             JsonFormatter(
-                "%(asctime)s %(levelname)s %(name)s %(threadName)s %(message)s",
-                rename_fields={"asctime": "time", "levelname": "level", "threadName": "thread"},
+                "%(levelname)s %(name)s %(threadName)s %(message)s",
+                rename_fields={"levelname": "level", "threadName": "thread"},
+                timestamp="time",  # ISO 8601, UTC
             )
         )
     else:
