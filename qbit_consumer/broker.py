@@ -267,6 +267,11 @@ class Broker:
             self.close()
             raise BrokerUnavailable(f"listening on '{exchange}' failed: {_describe(exc)}") from exc
 
+    def waiting(self) -> int:
+        """Deliveries already received that ``consume`` yields without waiting."""
+        channel = self._channel
+        return channel.get_waiting_message_count() if channel is not None and channel.is_open else 0
+
     def ack(self, delivery: Delivery) -> None:
         try:
             self._require_channel().basic_ack(delivery.delivery_tag)

@@ -25,24 +25,22 @@ from typing import Any, Final, Protocol, TypeVar
 
 import attrs
 
+from qbit_consumer.adding import AddResult, add_downloads
 from qbit_consumer.broker import Broker, Delivery, Outgoing
 from qbit_consumer.config import Config
 from qbit_consumer.errors import (
-    QBITTORRENT_REJECTED,
     RETRIES_EXHAUSTED,
     BrokerUnavailable,
     InvalidCommand,
     TransientError,
 )
 from qbit_consumer.events import Added, Event, Failed, Received, now_rfc3339
-from qbit_consumer.messages import MANAGED_TAG, AddCommand, CommandContext, parse_command
-from qbit_consumer.qbit import QbitClient, Torrent
+from qbit_consumer.messages import AddCommand, CommandContext, parse_command
+from qbit_consumer.qbit import QbitClient
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-#: qBittorrent adds torrents asynchronously; how long a new one may take to be listed.
-LIST_TIMEOUT_SECONDS: Final = 15.0
 ATTEMPTS_HEADER: Final = "x-attempts"
 
 
@@ -52,14 +50,18 @@ class QbitRunner(Protocol):
     def __call__(self, work: Callable[[QbitClient], T]) -> T: ...
 
 
-@attrs.frozen(kw_only=True)
-class AddResult:
-    torrent: Torrent
-    duplicate: bool
+@attrs.define
+class _Taken:
+    """One delivery of a batch and what is known of it."""
+
+    delivery: Delivery
+    attempt: int
+    context: CommandContext
+    command: AddCommand | None = None
 
 
 class CommandHandler:
-    """Handles deliveries one at a time, on the consumer thread."""
+    """Handles deliveries, a batch at a time, on the consumer thread."""
 
     def __init__(
         self,
@@ -74,69 +76,92 @@ class CommandHandler:
         self._on_added = on_added
 
     def handle(self, delivery: Delivery) -> None:
-        attempt = attempts_so_far(delivery.headers) + 1
-        context = CommandContext()
-        fields: dict[str, Any] = {"attempt": attempt}
-        try:
-            command = parse_command(
-                delivery.body,
-                correlation_id=delivery.correlation_id,
-                message_id=delivery.message_id,
-                categories=self._cfg.categories,
-                context=context,
-            )
-            fields.update(hash=command.magnet.hash, request_id=command.request_id)
-            if attempt == 1:
-                self._publish(_received(command))
-            save_path = self._cfg.categories[command.category]
-            result = self._run_qbit(lambda qbit: add_download(qbit, command, save_path))
-            self._publish(_added(command, result))
+        self.handle_batch([delivery])
+
+    def handle_batch(self, deliveries: list[Delivery]) -> None:
+        """Carry out commands that arrived together; each is acked once its outcome is safe."""
+        taken = [_Taken(d, attempts_so_far(d.headers) + 1, CommandContext()) for d in deliveries]
+        valid: list[_Taken] = []
+        for item in taken:
+            try:
+                item.command = parse_command(
+                    item.delivery.body,
+                    correlation_id=item.delivery.correlation_id,
+                    message_id=item.delivery.message_id,
+                    categories=self._cfg.categories,
+                    context=item.context,
+                )
+            except InvalidCommand as exc:
+                self._conclude(item, exc)
+                continue
+            if item.attempt == 1:
+                self._publish(_received(item.command))
+            valid.append(item)
+        if not valid:
+            return
+        commands = [item.command for item in valid if item.command is not None]
+        categories = self._cfg.categories
+        outcomes = self._run_qbit(
+            lambda qbit: add_downloads(qbit, commands, categories.__getitem__)
+        )
+        for item, outcome in zip(valid, outcomes, strict=True):
+            self._conclude(item, outcome)
+
+    def _conclude(self, item: _Taken, outcome: AddResult | Exception) -> None:
+        """The one place where an outcome becomes a broker action; the ack comes last."""
+        fields: dict[str, Any] = {"attempt": item.attempt, "request_id": item.context.request_id}
+        if item.context.magnet is not None:
+            fields["hash"] = item.context.magnet.hash
+        if isinstance(outcome, AddResult):
+            assert item.command is not None
+            self._publish(_added(item.command, outcome))
             if self._on_added is not None:
-                self._on_added(command, result)
+                self._on_added(item.command, outcome)
             log.info(
                 "added %s%s",
-                result.torrent.name,
-                " (already in qBittorrent)" if result.duplicate else "",
-                extra={**fields, "duplicate": result.duplicate},
+                outcome.torrent.name,
+                " (already in qBittorrent)" if outcome.duplicate else "",
+                extra={**fields, "duplicate": outcome.duplicate},
             )
-        except InvalidCommand as exc:
-            self._dead_letter(delivery, exc.reason, exc.detail, attempt, context)
-        except TransientError as exc:
-            if attempt >= self._cfg.rabbitmq.max_attempts:
-                detail = f"gave up after {attempt} attempts; the last one failed: {exc}"
-                self._dead_letter(delivery, RETRIES_EXHAUSTED, detail, attempt, context)
+        elif isinstance(outcome, InvalidCommand):
+            self._dead_letter(item, outcome.reason, outcome.detail)
+        elif isinstance(outcome, TransientError):
+            if item.attempt >= self._cfg.rabbitmq.max_attempts:
+                detail = f"gave up after {item.attempt} attempts; the last one failed: {outcome}"
+                self._dead_letter(item, RETRIES_EXHAUSTED, detail)
             else:
-                self._retry(delivery, attempt, str(exc), fields)
-        self._broker.ack(delivery)
+                self._retry(item, str(outcome), fields)
+        else:
+            raise outcome
+        self._broker.ack(item.delivery)
 
     # -- outcomes --------------------------------------------------------------------------
 
-    def _retry(self, delivery: Delivery, attempt: int, error: str, fields: dict[str, Any]) -> None:
-        headers = {ATTEMPTS_HEADER: attempt, "x-last-error": error}
+    def _retry(self, item: _Taken, error: str, fields: dict[str, Any]) -> None:
+        headers = {ATTEMPTS_HEADER: item.attempt, "x-last-error": error}
         self._require_routed(
-            self._broker.republish(delivery, self._cfg.rabbitmq.retry_queue, headers)
+            self._broker.republish(item.delivery, self._cfg.rabbitmq.retry_queue, headers)
         )
         log.warning(
             "attempt %d of %d failed, retrying in %g s: %s",
-            attempt,
+            item.attempt,
             self._cfg.rabbitmq.max_attempts,
             self._cfg.rabbitmq.retry_delay_seconds,
             error,
             extra=fields,
         )
 
-    def _dead_letter(
-        self, delivery: Delivery, reason: str, detail: str, attempt: int, context: CommandContext
-    ) -> None:
+    def _dead_letter(self, item: _Taken, reason: str, detail: str) -> None:
         headers = {
             "x-error-reason": reason,
             "x-error-detail": detail,
-            ATTEMPTS_HEADER: attempt,
+            ATTEMPTS_HEADER: item.attempt,
             "x-failed-at": now_rfc3339(),
         }
         self._require_routed(
-            self._broker.republish(delivery, self._cfg.rabbitmq.dead_letter_queue, headers)
+            self._broker.republish(item.delivery, self._cfg.rabbitmq.dead_letter_queue, headers)
         )
+        context = item.context
         magnet = context.magnet
         self._publish(
             Failed(
@@ -185,52 +210,6 @@ class CommandHandler:
             # Our own retry/dead-letter queue is gone (deleted by hand?): the message must not
             # be acked. BrokerUnavailable makes the consumer reconnect, which redeclares it.
             raise BrokerUnavailable("a queue of ours is missing; reconnecting to declare it again")
-
-
-def add_download(qbit: QbitClient, command: AddCommand, save_path: str) -> AddResult:
-    """Make sure qBittorrent holds the torrent of ``command``; runs on the qBittorrent thread.
-
-    A torrent qBittorrent already has is a duplicate, not an error: it gets our tags (its
-    category and save path stay as they are: we never move a user's files).
-    """
-    magnet = command.magnet
-    tags = [MANAGED_TAG, *command.tags]
-    existing = _find(qbit, command)
-    if existing is not None:
-        qbit.add_tags(existing.id, tags)
-        return AddResult(torrent=existing, duplicate=True)
-
-    qbit.ensure_category(command.category, save_path)
-    accepted = qbit.add_magnet(
-        magnet.uri, category=command.category, tags=tags, save_path=save_path
-    )
-    if not accepted:
-        # A hybrid torrent added earlier from a v1-only magnet is re-keyed to its v2 id once
-        # its metadata arrives; hashes= cannot find it by v1, a full listing can.
-        existing = _find(qbit, command) or next(
-            (t for t in qbit.all_torrents() if t.matches(magnet.keys)), None
-        )
-        if existing is None:
-            raise InvalidCommand(QBITTORRENT_REJECTED, "qBittorrent refused the magnet link")
-        qbit.add_tags(existing.id, tags)
-        return AddResult(torrent=existing, duplicate=True)
-
-    deadline = time.monotonic() + LIST_TIMEOUT_SECONDS
-    pause = 0.005  # qBittorrent usually lists it within milliseconds; back off to 0.1 s
-    while time.monotonic() < deadline:
-        torrent = _find(qbit, command)
-        if torrent is not None:
-            return AddResult(torrent=torrent, duplicate=False)
-        time.sleep(pause)
-        pause = min(pause * 2, 0.1)
-    raise TransientError(
-        f"qBittorrent accepted the magnet but did not list it within {LIST_TIMEOUT_SECONDS:g} s"
-    )
-
-
-def _find(qbit: QbitClient, command: AddCommand) -> Torrent | None:
-    keys = command.magnet.keys
-    return next((t for t in qbit.torrents(keys) if t.matches(keys)), None)
 
 
 def attempts_so_far(headers: Any) -> int:

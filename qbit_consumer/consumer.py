@@ -21,9 +21,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+from qbit_consumer.adding import AddResult
 from qbit_consumer.backoff import Backoff
 from qbit_consumer.broker import Broker, redact_url
-from qbit_consumer.commands import AddResult, CommandHandler
+from qbit_consumer.commands import CommandHandler
 from qbit_consumer.config import Config
 from qbit_consumer.errors import BrokerUnavailable, TopologyConflict
 from qbit_consumer.messages import AddCommand
@@ -115,7 +116,15 @@ class ConsumerThread(threading.Thread):
                 for delivery in deliveries:
                     self.last_beat = time.time()
                     if delivery is not None:
-                        handler.handle(delivery)
+                        # Commands already waiting go to qBittorrent together (never waiting
+                        # for more): one lookup and one add call instead of one per command.
+                        batch = [delivery]
+                        while len(batch) < self._cfg.rabbitmq.prefetch_count and broker.waiting():
+                            more = next(deliveries)
+                            if more is None:
+                                break
+                            batch.append(more)
+                        handler.handle_batch(batch)
                     if self._stopping.is_set() or not self._qbit_answers():
                         break
 

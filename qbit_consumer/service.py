@@ -27,7 +27,7 @@ import time
 from types import FrameType
 from typing import Final
 
-from qbit_consumer.commands import AddResult
+from qbit_consumer.adding import AddResult
 from qbit_consumer.config import Config
 from qbit_consumer.consumer import ConsumerThread
 from qbit_consumer.health import WRITE_EVERY_SECONDS, health_path, write_health

@@ -2,7 +2,12 @@ from __future__ import annotations
 
 import ssl
 
-from qbit_consumer.broker import BLOCKED_CONNECTION_TIMEOUT, HEARTBEAT_SECONDS, _parameters, redact_url
+from qbit_consumer.broker import (
+    BLOCKED_CONNECTION_TIMEOUT,
+    HEARTBEAT_SECONDS,
+    _parameters,
+    redact_url,
+)
 
 
 def test_amqps_verifies_the_certificate_and_host_name_by_default():

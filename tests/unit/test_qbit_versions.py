@@ -9,7 +9,7 @@ import re
 import pytest
 import responses
 
-from qbit_consumer.commands import add_download
+from qbit_consumer.adding import AddResult, add_downloads
 from qbit_consumer.config import QbittorrentConfig
 from qbit_consumer.errors import InvalidCommand, TransientError
 from qbit_consumer.messages import CommandContext, parse_command
@@ -45,6 +45,14 @@ def torrent_item(state: str = "stoppedDL", **fields):
     }
     item.update(fields)
     return item
+
+
+def add_download(qbit, command, save_path):
+    """One command through the batch path; raise its error like the single path did."""
+    [outcome] = add_downloads(qbit, [command], lambda _category: save_path)
+    if not isinstance(outcome, AddResult):
+        raise outcome
+    return outcome
 
 
 def command():
@@ -211,3 +219,43 @@ def test_hybrid_torrent_matches_on_v1_v2_and_its_truncated_v2_id():
     assert torrent.matches([V1]) and torrent.matches([v2]) and torrent.matches([v2[:40]])
     assert not torrent.matches(["0" * 40])
     assert re.fullmatch("[0-9a-f]{40}", torrent.id)
+
+
+def test_an_unreachable_qbittorrent_gives_every_command_of_a_batch_a_transient_outcome():
+    # Nothing answers at this address: the batch's first call fails.
+    qbit = QbitClient(
+        QbittorrentConfig(url="http://127.0.0.1:9", username="a", password="b", timeout_seconds=1),
+        LoginGate(),
+    )
+    commands = [command(), command()]
+    outcomes = add_downloads(qbit, commands, lambda _category: "")
+    assert len(outcomes) == 2
+    assert all(isinstance(o, TransientError) and "unreachable" in str(o) for o in outcomes)
+
+
+def test_a_batch_adds_new_magnets_in_one_call_and_answers_duplicates_within_it(api):
+    login_204(api)
+    v1_b = "d" * 40
+    answers = iter([[], [torrent_item(), torrent_item(hash=v1_b, infohash_v1=v1_b)]])
+    api.add_callback(
+        responses.POST,
+        f"{URL}/api/v2/torrents/info",
+        callback=lambda r: (200, {}, json.dumps(next(answers))),
+    )
+    add = api.add(responses.POST, f"{URL}/api/v2/torrents/add", body="Ok.")
+
+    def cmd(h):
+        return parse_command(
+            json.dumps({"magnet": f"magnet:?xt=urn:btih:{h}", "category": "tv"}).encode(),
+            correlation_id=None,
+            message_id=None,
+            categories={"tv": ""},
+            context=CommandContext(),
+        )
+
+    outcomes = add_downloads(client(), [cmd(V1), cmd(v1_b), cmd(V1)], lambda _c: "")
+    assert [o.duplicate for o in outcomes] == [False, False, True]
+    assert add.call_count == 1
+    body = add.calls[0].request.body
+    body = body.decode() if isinstance(body, bytes) else body
+    assert "urls=magnet" in body and "%0A" in body  # both magnets, one per line, one call
