@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install run check test lint format clean demo fuzz faults bench-poll bench-latency
+.PHONY: install run check test lint format clean demo fuzz faults bench bench-poll bench-latency
 
 $(BIN)/.installed: setup.cfg setup.py
 	@scripts/bootstrap-venv.sh $(PYTHON) $(VENV)
@@ -53,7 +53,12 @@ format: install
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache
 
-# Benchmarks (real qbittorrent-nox and RabbitMQ; results in docs/architecture.md).
+# Benchmarks (real qbittorrent-nox and RabbitMQ; results in docs/benchmarks.md).
+bench: install
+	@scripts/ensure-services.sh
+	$(BIN)/pip install --quiet -e '.[test,bench]' 2>&1 | grep -v "is ignored" || true
+	$(BIN)/python -m bench.run
+
 bench-poll: install
 	$(BIN)/python -m bench.poll_cost --sizes 1000,5000
 

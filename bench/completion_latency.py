@@ -48,12 +48,7 @@ def watch(
         time.sleep(0.05)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--downloads", type=int, default=5)
-    parser.add_argument("--interval", type=float, default=1.0)
-    parser.add_argument("--size-mib", type=int, default=4)
-    args = parser.parse_args()
+def measure(downloads: int = 5, interval: float = 1.0, size_mib: int = 4) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="qbc-latency-") as tmp, TestVhost() as amqp_url:
         root = Path(tmp)
         seeder_process, leecher = QbitProcess(root, "seeder"), QbitProcess(root, "leecher")
@@ -73,7 +68,7 @@ def main() -> None:
                         "event_exchange": names.event_exchange,
                     },
                     "qbittorrent": {"url": leecher.url, "password": leecher.password},
-                    "polling": {"interval_seconds": args.interval},
+                    "polling": {"interval_seconds": interval},
                     "categories": {"movies": root / "dl"},
                     "state": {"path": root / "state.sqlite3"},
                     "logging": {"format": "text", "level": "WARNING"},
@@ -85,8 +80,8 @@ def main() -> None:
         lags, vs_completion_on = [], []
         try:
             seeder = Seeder(seeder_process)
-            for _ in range(args.downloads):
-                payload = seeder.share(args.size_mib * 2**20)
+            for _ in range(downloads):
+                payload = seeder.share(size_mib * 2**20)
                 seen: dict[str, float] = {}
                 stop = threading.Event()
                 observer = threading.Thread(
@@ -110,15 +105,32 @@ def main() -> None:
             helper.close()
             seeder_process.stop()
             leecher.stop()
+    return {
+        "downloads": downloads,
+        "interval_seconds": interval,
+        "median_s": statistics.median(lags),
+        "max_s": max(lags),
+        "lags_s": lags,
+        "vs_completion_on_s": vs_completion_on,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--downloads", type=int, default=5)
+    parser.add_argument("--interval", type=float, default=1.0)
+    parser.add_argument("--size-mib", type=int, default=4)
+    args = parser.parse_args()
+    r = measure(args.downloads, args.interval, args.size_mib)
     print(f"interval {args.interval} s, {args.downloads} real downloads of {args.size_mib} MiB")
     print(
         "lag after the torrent first looked complete in qBittorrent's API (s): "
-        + ", ".join(f"{x:.2f}" for x in lags)
+        + ", ".join(f"{x:.2f}" for x in r["lags_s"])
     )
-    print(f"  median {statistics.median(lags):.2f} s, max {max(lags):.2f} s")
+    print(f"  median {r['median_s']:.2f} s, max {r['max_s']:.2f} s")
     print(
         "lag after completion_on (1 s resolution, for context): "
-        + ", ".join(f"{x:.2f}" for x in vs_completion_on)
+        + ", ".join(f"{x:.2f}" for x in r["vs_completion_on_s"])
     )
 
 

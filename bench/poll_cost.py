@@ -53,10 +53,11 @@ def add_dead_magnets(client: qbittorrentapi.Client, count: int) -> list[str]:
     return hashes
 
 
-def add_complete_torrents(client: qbittorrentapi.Client, root: Path, count: int) -> list[str]:
-    hashes = []
+def make_complete_torrents(root: Path, count: int) -> list[tuple[bytes, str]]:
+    """``count`` tiny torrents with their data in ``root/complete``: (torrent file, info-hash)."""
     data = root / "complete"
     data.mkdir(parents=True, exist_ok=True)
+    made = []
     for i in range(count):
         name = f"done-{i}"
         (data / name).write_bytes(os.urandom(16384))
@@ -64,11 +65,22 @@ def add_complete_torrents(client: qbittorrentapi.Client, root: Path, count: int)
             path=data / name, piece_size=16384, created_by=None, creation_date=None
         )
         torrent.generate()
+        made.append((torrent.dump(), str(torrent.infohash)))
+    return made
+
+
+def add_complete_torrents(
+    client: qbittorrentapi.Client, root: Path, made: list[tuple[bytes, str]]
+) -> list[str]:
+    """Add them with their data in place (no check): qBittorrent seeds them at once."""
+    for start in range(0, len(made), 100):
+        batch = made[start : start + 100]
         client.torrents_add(
-            torrent_files=torrent.dump(), save_path=str(data), is_skip_checking=True
+            torrent_files={f"{h}.torrent": data for data, h in batch},
+            save_path=str(root / "complete"),
+            is_skip_checking=True,
         )
-        hashes.append(str(torrent.infohash))
-    return hashes
+    return [h for _, h in made]
 
 
 def wait_listed(client: qbittorrentapi.Client, count: int) -> None:
@@ -79,13 +91,16 @@ def wait_listed(client: qbittorrentapi.Client, count: int) -> None:
         time.sleep(0.5)
 
 
-def measure(size: int, active: int, completed: int, cycles: int, root: Path) -> dict[str, float]:
+def measure(
+    size: int, active: int, made: list[tuple[bytes, str]], cycles: int, root: Path
+) -> dict[str, float]:
+    completed = len(made)
     process = QbitProcess(root, f"bench-{size}")
     process.start()
     try:
         client = process.client()
         tracked_active = add_dead_magnets(client, active)
-        tracked_done = add_complete_torrents(client, root / f"data-{size}", completed)
+        tracked_done = add_complete_torrents(client, root, made)
         add_dead_magnets(client, size - active - completed)
         wait_listed(client, size)
         time.sleep(2)  # let qBittorrent settle after the adds
@@ -136,8 +151,8 @@ def measure(size: int, active: int, completed: int, cycles: int, root: Path) -> 
                 totals[f"{name}_qbit"] += cpu_seconds(pid) - q0
                 time.sleep(0.2)
         stages = {d.stage for d in registry.snapshot()}
-        assert len(registry) == active + completed and stages <= {"active", "completed"}
-        return {k: v / cycles * 1000 for k, v in totals.items()}
+        assert len(registry) == active + completed and stages == {"active", "completed"}
+        return {"size": size, **{k: v / cycles * 1000 for k, v in totals.items()}}
     finally:
         process.stop()
 
@@ -148,7 +163,7 @@ def main() -> None:
         "--sizes", default="1000,5000", help="torrents in qBittorrent, comma-separated"
     )
     parser.add_argument("--active", type=int, default=50, help="tracked incomplete downloads")
-    parser.add_argument("--completed", type=int, default=200, help="tracked complete downloads")
+    parser.add_argument("--completed", type=int, default=1000, help="tracked complete downloads")
     parser.add_argument("--cycles", type=int, default=2 * COMPLETED_SWEEP_CYCLES)
     args = parser.parse_args()
     print(
@@ -160,8 +175,9 @@ def main() -> None:
         f"{'ours self CPU':>13} | {'naive self CPU':>14} | {'ours wall':>9} | {'naive wall':>10}"
     )
     with tempfile.TemporaryDirectory(prefix="qbc-bench-") as tmp:
+        made = make_complete_torrents(Path(tmp), args.completed)
         for size in (int(s) for s in args.sizes.split(",")):
-            r = measure(size, args.active, args.completed, args.cycles, Path(tmp))
+            r = measure(size, args.active, made, args.cycles, Path(tmp))
             ratio = r["naive_qbit"] / r["ours_qbit"] if r["ours_qbit"] else float("inf")
             print(
                 f"{size:>6} | {r['ours_qbit']:>11.1f} | {r['naive_qbit']:>12.1f} | {ratio:>5.0f}x | "

@@ -1,0 +1,82 @@
+"""Backpressure: the broker away for 60 s while 1,000 tracked downloads are polled every second.
+
+The service reaches RabbitMQ through a TCP proxy that is cut for the outage (the broker
+itself stays up for the benchmark's own connections). During the outage 100 tracked torrents
+are deleted in qBittorrent, so 100 `downloads.removed` events are made while nothing can be
+published. Figures: the service's RSS before, during (max) and after, and how many of the
+100 removals arrived once the broker was back.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from bench.common import ServiceProcess, memory_mib, publish_commands
+from tests.fixtures.faults import TcpProxy
+from tests.fixtures.qbittorrent import QbitProcess
+from tests.fixtures.rabbitmq import wait_until
+
+
+def broker_away(
+    root: Path, amqp_url: str, tracked: int = 1000, outage: float = 60
+) -> dict[str, float]:
+    qbit = QbitProcess(root, "backpressure")
+    qbit.start()
+    proxy = TcpProxy("127.0.0.1", urlsplit(amqp_url).port or 5672)
+    parts = urlsplit(amqp_url)
+    via_proxy = parts._replace(
+        netloc=f"{parts.username}:{parts.password}@127.0.0.1:{proxy.port}"
+    ).geturl()
+    service = ServiceProcess(
+        root, amqp_url, qbit, rabbitmq={"url": via_proxy}, polling={"interval_seconds": 1}
+    )
+    service.amqp_url = amqp_url  # the benchmark itself talks to the broker directly
+    try:
+        events = service.start()
+        import secrets
+
+        hashes = [secrets.token_hex(20) for _ in range(tracked)]
+        publish_commands(amqp_url, service.names.command_exchange, hashes)
+        wait_until(
+            lambda: len(events.of("downloads.added")) >= tracked, 300, "every added", interval=0.1
+        )
+        time.sleep(5)
+        before = memory_mib(service.pid)[0]
+
+        proxy.cut()
+        doomed = hashes[:100]
+        qbit.client().torrents_delete(delete_files=True, torrent_hashes=doomed)
+        during = []
+        end = time.monotonic() + outage
+        while time.monotonic() < end:
+            during.append(memory_mib(service.pid)[0])
+            time.sleep(1)
+        proxy.restore()
+        restored = time.monotonic()
+        wait_until(
+            lambda: len({e["hash"] for e in events.of("downloads.removed")}) >= len(doomed),
+            120,
+            "the removals made during the outage",
+            interval=0.2,
+        )
+        removed_after = time.monotonic() - restored
+        after = memory_mib(service.pid)[0]
+        removed = {e["hash"] for e in events.of("downloads.removed")}
+        events.close()
+        return {
+            "tracked": tracked,
+            "outage_seconds": outage,
+            "rss_before_mib": before,
+            "rss_max_during_mib": max(during),
+            "rss_after_mib": after,
+            "removed_expected": len(doomed),
+            "removed_delivered": len(removed & set(doomed)),
+            "seconds_until_all_removed_delivered": removed_after,
+        }
+    finally:
+        service.stop()
+        proxy.close()
+        service.cleanup()
+        qbit.stop()

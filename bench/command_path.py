@@ -1,0 +1,117 @@
+"""Command path: throughput against a raw qbittorrent-api add loop, and latency at light load.
+
+Throughput: N commands published at once, timed from the first publish to the N-th
+`downloads.added` event (each one confirmed by the broker, the torrent listed by qBittorrent,
+the download registered in the state file), against a plain loop that adds the same magnets
+to another fresh qbittorrent-nox with one `torrents_add` call each (no confirmation of any
+kind). Latency: commands sent 200 ms apart, publish -> `added` event.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import statistics
+import time
+from pathlib import Path
+
+from bench.common import ServiceProcess, cpu_seconds, memory_mib
+from tests.fixtures.qbittorrent import USERNAME, QbitProcess
+from tests.fixtures.rabbitmq import BrokerHelper, wait_until
+
+
+def throughput(root: Path, amqp_url: str, count: int = 2000) -> dict[str, float]:
+    hashes = [secrets.token_hex(20) for _ in range(count)]
+    raw_qb, our_qb = QbitProcess(root, "raw-loop"), QbitProcess(root, "service")
+    raw_qb.start()
+    our_qb.start()
+    service = ServiceProcess(root, amqp_url, our_qb, polling={"interval_seconds": 5})
+    try:
+        import qbittorrentapi
+
+        client = qbittorrentapi.Client(host=raw_qb.url, username=USERNAME, password=raw_qb.password)
+        client.auth_log_in()
+        started = time.perf_counter()
+        for infohash in hashes:
+            client.torrents_add(urls=f"magnet:?xt=urn:btih:{infohash}", category="tv")
+        raw_seconds = time.perf_counter() - started
+
+        events = service.start()
+        cpu_before = cpu_seconds(service.pid)
+        helper = BrokerHelper(amqp_url)
+        started = time.perf_counter()
+        for infohash in hashes:
+            helper.publish(
+                service.names.command_exchange,
+                "downloads.add",
+                json.dumps(
+                    {"magnet": f"magnet:?xt=urn:btih:{infohash}", "category": "tv"}
+                ).encode(),
+            )
+        helper.close()
+        wait_until(
+            lambda: len(events.of("downloads.added")) >= count,
+            300,
+            "every added event",
+            interval=0.05,
+        )
+        ours_seconds = time.perf_counter() - started
+        added = {e["hash"] for e in events.of("downloads.added")}
+        assert added == set(hashes)
+        rss, peak = memory_mib(service.pid)
+        figures = {
+            "commands": count,
+            "ours_per_second": count / ours_seconds,
+            "raw_loop_per_second": count / raw_seconds,
+            "ratio": raw_seconds / ours_seconds,
+            "ours_service_cpu_ms_per_command": (cpu_seconds(service.pid) - cpu_before)
+            / count
+            * 1000,
+            "ours_peak_rss_mib": peak,
+            "ours_rss_mib": rss,
+        }
+        events.close()
+        return figures
+    finally:
+        service.stop()
+        service.cleanup()
+        raw_qb.stop()
+        our_qb.stop()
+
+
+def latency(root: Path, amqp_url: str, count: int = 60) -> dict[str, float]:
+    qbit = QbitProcess(root, "latency")
+    qbit.start()
+    service = ServiceProcess(root, amqp_url, qbit)
+    try:
+        events = service.start()
+        helper = BrokerHelper(amqp_url)
+        lags = []
+        for _ in range(count):
+            infohash = secrets.token_hex(20)
+            sent = time.time()
+            helper.publish(
+                service.names.command_exchange,
+                "downloads.add",
+                json.dumps(
+                    {"magnet": f"magnet:?xt=urn:btih:{infohash}", "category": "tv"}
+                ).encode(),
+            )
+            wait_until(
+                lambda h=infohash: events.of("downloads.added", hash=h), 10, "added", interval=0.002
+            )
+            lags.append(time.time() - sent)
+            time.sleep(0.2)
+        helper.close()
+        events.close()
+        lags.sort()
+        return {
+            "commands": count,
+            "p50_ms": statistics.median(lags) * 1000,
+            "p95_ms": lags[int(0.95 * (len(lags) - 1))] * 1000,
+            "max_ms": lags[-1] * 1000,
+        }
+    finally:
+        service.stop()
+        service.cleanup()
+        qbit.stop()

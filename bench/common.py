@@ -1,0 +1,155 @@
+"""What every benchmark needs: real services, the service as a process, /proc readings."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import qbittorrentapi
+
+from tests.fixtures.qbittorrent import QbitProcess
+from tests.fixtures.rabbitmq import BrokerHelper, EventCollector, wait_until
+from tests.fixtures.service import TestNames, write_ini
+
+TICK = os.sysconf("SC_CLK_TCK")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, in seconds (10 ms resolution)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def memory_mib(pid: int) -> tuple[float, float]:
+    """(current RSS, peak RSS since start) in MiB."""
+    status = dict(
+        line.split(":", 1)
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+        if ":" in line
+    )
+    return int(status["VmRSS"].split()[0]) / 1024, int(status["VmHWM"].split()[0]) / 1024
+
+
+def pid_of(process: QbitProcess) -> int:
+    assert process._process is not None
+    return process._process.pid
+
+
+def dead_magnets(client: qbittorrentapi.Client, count: int) -> list[str]:
+    """Add ``count`` magnets with random info-hashes (they wait for metadata forever)."""
+    hashes = [secrets.token_hex(20) for _ in range(count)]
+    for start in range(0, count, 500):
+        client.torrents_add(
+            urls="\n".join(f"magnet:?xt=urn:btih:{h}" for h in hashes[start : start + 500])
+        )
+    return hashes
+
+
+def wait_count(client: qbittorrentapi.Client, count: int, timeout: float = 180) -> None:
+    wait_until(
+        lambda: len(client.torrents_info()) >= count,
+        timeout,
+        f"{count} torrents listed",
+        interval=0.5,
+    )
+
+
+class ServiceProcess:
+    """`qbit-consumer run` as a real process, with its own names on the broker."""
+
+    def __init__(
+        self, root: Path, amqp_url: str, qbit: QbitProcess, **sections: dict[str, Any]
+    ) -> None:
+        self.names = TestNames()
+        self.root = root
+        values: dict[str, dict[str, Any]] = {
+            "rabbitmq": {
+                "url": amqp_url,
+                "command_exchange": self.names.command_exchange,
+                "command_queue": self.names.command_queue,
+                "event_exchange": self.names.event_exchange,
+            },
+            "qbittorrent": {"url": qbit.url, "password": qbit.password},
+            "categories": {"movies": "", "tv": ""},
+            "state": {"path": root / f"{self.names.command_queue}.sqlite3"},
+            "logging": {"format": "text", "level": "WARNING"},
+        }
+        for section, overrides in sections.items():
+            values.setdefault(section, {}).update(overrides)
+        self.config = write_ini(root / f"{self.names.command_queue}.ini", values)
+        self.amqp_url = values["rabbitmq"]["url"]
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log = root / f"{self.names.command_queue}.log"
+
+    @property
+    def state_path(self) -> Path:
+        return self.root / f"{self.names.command_queue}.sqlite3"
+
+    def start(self, events: bool = True) -> EventCollector | None:
+        collector = EventCollector(self.amqp_url, self.names.event_exchange) if events else None
+        with self.log.open("a") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "qbit_consumer", "run", "--config", str(self.config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+            )
+        helper = BrokerHelper(self.amqp_url)
+        try:
+            wait_until(
+                lambda: (
+                    _declared(helper, self.names.command_queue) or self.process.poll() is not None
+                ),
+                30,
+                "the service to declare its queue",
+            )
+        finally:
+            helper.close()
+        time.sleep(0.5)
+        return collector
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(15)
+
+    def cleanup(self) -> None:
+        helper = BrokerHelper(self.amqp_url)
+        helper.delete(self.names.queues, self.names.exchanges)
+        helper.close()
+
+
+def _declared(helper: BrokerHelper, queue: str) -> bool:
+    try:
+        helper.message_count(queue)
+        return True
+    except Exception:
+        helper._ensure_open()
+        return False
+
+
+def publish_commands(amqp_url: str, exchange: str, hashes: list[str], category: str = "tv") -> None:
+    helper = BrokerHelper(amqp_url)
+    try:
+        for infohash in hashes:
+            helper.publish(
+                exchange,
+                "downloads.add",
+                json.dumps(
+                    {"magnet": f"magnet:?xt=urn:btih:{infohash}", "category": category}
+                ).encode(),
+            )
+    finally:
+        helper.close()

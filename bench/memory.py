@@ -1,0 +1,83 @@
+"""Memory: the service's RSS with 10,000 tracked downloads, and during a burst of commands."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from pathlib import Path
+
+from bench.common import ServiceProcess, dead_magnets, memory_mib, publish_commands, wait_count
+from qbit_consumer.magnet import parse_magnet
+from qbit_consumer.publisher import PublishQueue
+from qbit_consumer.registry import Registry
+from qbit_consumer.state import State
+from tests.fixtures.qbittorrent import QbitProcess
+from tests.fixtures.rabbitmq import wait_until
+
+
+def tracked_steady_state(
+    root: Path, amqp_url: str, tracked: int = 10_000, seconds: float = 30
+) -> dict[str, float]:
+    """10,000 downloads tracked (all incomplete: each gets a progress event every cycle)."""
+    qbit = QbitProcess(root, "memory-tracked")
+    qbit.start()
+    service = ServiceProcess(root, amqp_url, qbit, polling={"interval_seconds": 5})
+    try:
+        client = qbit.client()
+        hashes = dead_magnets(client, tracked)
+        wait_count(client, tracked)
+        state = State(service.state_path)
+        registry = Registry(state, PublishQueue())
+        for h in hashes:
+            registry.track(
+                magnet=parse_magnet(f"magnet:?xt=urn:btih:{h}"),
+                request_id=None,
+                category="tv",
+                name=h,
+                qbit_id=h,
+                infohash_v2=None,
+            )
+        state.close()
+        events = service.start()
+        samples = []
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            samples.append(memory_mib(service.pid)[0])
+            time.sleep(0.5)
+        progress = len(events.of("downloads.progress"))
+        events.close()
+        _, peak = memory_mib(service.pid)
+        return {
+            "tracked": tracked,
+            "rss_end_mib": samples[-1],
+            "rss_median_mib": sorted(samples)[len(samples) // 2],
+            "peak_rss_mib": peak,
+            "progress_events_seen": progress,
+            "seconds": seconds,
+        }
+    finally:
+        service.stop()
+        service.cleanup()
+        qbit.stop()
+
+
+def burst(root: Path, amqp_url: str, count: int = 2000) -> dict[str, float]:
+    qbit = QbitProcess(root, "memory-burst")
+    qbit.start()
+    service = ServiceProcess(root, amqp_url, qbit, polling={"interval_seconds": 5})
+    try:
+        events = service.start()
+        idle, _ = memory_mib(service.pid)
+        hashes = [secrets.token_hex(20) for _ in range(count)]
+        publish_commands(amqp_url, service.names.command_exchange, hashes)
+        wait_until(
+            lambda: len(events.of("downloads.added")) >= count, 300, "every added", interval=0.1
+        )
+        time.sleep(12)  # two poll cycles with all 2,000 tracked
+        rss, peak = memory_mib(service.pid)
+        events.close()
+        return {"commands": count, "rss_idle_mib": idle, "rss_after_mib": rss, "peak_rss_mib": peak}
+    finally:
+        service.stop()
+        service.cleanup()
+        qbit.stop()
