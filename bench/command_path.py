@@ -20,12 +20,23 @@ from tests.fixtures.qbittorrent import USERNAME, QbitProcess
 from tests.fixtures.rabbitmq import BrokerHelper, wait_until
 
 
-def throughput(root: Path, amqp_url: str, count: int = 2000) -> dict[str, float]:
+def throughput(
+    root: Path, amqp_url: str, count: int = 2000, prefetch: int = 10
+) -> dict[str, float]:
     hashes = [secrets.token_hex(20) for _ in range(count)]
-    raw_qb, our_qb = QbitProcess(root, "raw-loop"), QbitProcess(root, "service")
+    raw_qb, our_qb = (
+        QbitProcess(root, f"raw-loop-{prefetch}"),
+        QbitProcess(root, f"service-{prefetch}"),
+    )
     raw_qb.start()
     our_qb.start()
-    service = ServiceProcess(root, amqp_url, our_qb, polling={"interval_seconds": 5})
+    service = ServiceProcess(
+        root,
+        amqp_url,
+        our_qb,
+        polling={"interval_seconds": 5},
+        rabbitmq={"prefetch_count": prefetch},
+    )
     try:
         import qbittorrentapi
 
@@ -61,6 +72,7 @@ def throughput(root: Path, amqp_url: str, count: int = 2000) -> dict[str, float]
         rss, peak = memory_mib(service.pid)
         figures = {
             "commands": count,
+            "prefetch_count": prefetch,
             "ours_per_second": count / ours_seconds,
             "raw_loop_per_second": count / raw_seconds,
             "ratio": raw_seconds / ours_seconds,

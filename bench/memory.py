@@ -9,16 +9,18 @@ from pathlib import Path
 from bench.common import ServiceProcess, dead_magnets, memory_mib, publish_commands, wait_count
 from qbit_consumer.magnet import parse_magnet
 from qbit_consumer.publisher import PublishQueue
-from qbit_consumer.registry import Registry
+from qbit_consumer.registry import Registry, Tracked
 from qbit_consumer.state import State
 from tests.fixtures.qbittorrent import QbitProcess
 from tests.fixtures.rabbitmq import wait_until
 
 
 def tracked_steady_state(
-    root: Path, amqp_url: str, tracked: int = 10_000, seconds: float = 30
+    root: Path, amqp_url: str, tracked: int = 10_000, seconds: float = 30, active: int | None = None
 ) -> dict[str, float]:
-    """10,000 downloads tracked (all incomplete: each gets a progress event every cycle)."""
+    """``tracked`` downloads tracked, ``active`` of them incomplete (default: all, the worst
+    case: each gets a progress event every cycle); the others are recorded as completed, as in
+    a library where most tracked downloads are done."""
     qbit = QbitProcess(root, "memory-tracked")
     qbit.start()
     service = ServiceProcess(root, amqp_url, qbit, polling={"interval_seconds": 5})
@@ -28,14 +30,20 @@ def tracked_steady_state(
         wait_count(client, tracked)
         state = State(service.state_path)
         registry = Registry(state, PublishQueue())
-        for h in hashes:
-            registry.track(
-                magnet=parse_magnet(f"magnet:?xt=urn:btih:{h}"),
-                request_id=None,
-                category="tv",
-                name=h,
-                qbit_id=h,
-                infohash_v2=None,
+        registry.track(
+            [
+                (
+                    parse_magnet(f"magnet:?xt=urn:btih:{h}"),
+                    Tracked(request_id=None, category="tv", name=h, qbit_id=h, infohash_v2=None),
+                )
+                for h in hashes
+            ]
+        )
+        if active is not None:
+            for download in registry.snapshot()[active:]:
+                download.stage = "completed"
+            registry.record(
+                updated=registry.snapshot(), persist=[d.hash for d in registry.snapshot()]
             )
         state.close()
         events = service.start()

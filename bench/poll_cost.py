@@ -29,7 +29,7 @@ from qbit_consumer.magnet import parse_magnet
 from qbit_consumer.poller import COMPLETED_SWEEP_CYCLES, PollerThread
 from qbit_consumer.publisher import PublishQueue
 from qbit_consumer.qbit import LoginGate, QbitClient
-from qbit_consumer.registry import Registry
+from qbit_consumer.registry import Registry, Tracked
 from qbit_consumer.state import State
 from tests.fixtures.qbittorrent import USERNAME, QbitProcess
 
@@ -114,12 +114,14 @@ def measure(
         registry = Registry(State(root / f"state-{size}.sqlite3"), PublishQueue())
         for h in tracked_active + tracked_done:
             registry.track(
-                magnet=parse_magnet(f"magnet:?xt=urn:btih:{h}"),
-                request_id=None,
-                category=None,
-                name=None,
-                qbit_id=h,
-                infohash_v2=None,
+                [
+                    (
+                        parse_magnet(f"magnet:?xt=urn:btih:{h}"),
+                        Tracked(
+                            request_id=None, category=None, name=None, qbit_id=h, infohash_v2=None
+                        ),
+                    )
+                ]
             )
         queue = PublishQueue()
         poller = PollerThread(cfg, registry, queue, LoginGate())

@@ -59,12 +59,21 @@ def main() -> None:
         results["poll_cost"] = [
             poll_cost.measure(n, 50, made, 24, root) for n in (1000, 5000, 10000)
         ]
-        step("command path: throughput against a raw add loop")
+        step("command path: throughput against a raw add loop (default prefetch 10, and 200)")
         results["throughput"] = command_path.throughput(root, amqp_url, 2000)
+        results["throughput_prefetch_200"] = command_path.throughput(
+            root, amqp_url, 2000, prefetch=200
+        )
         step("command path: latency at light load")
         results["latency"] = command_path.latency(root, amqp_url, 60)
-        step("memory: 10,000 tracked downloads")
-        results["memory_tracked"] = memory.tracked_steady_state(root, amqp_url, 10_000, 30)
+        step("memory: 10,000 tracked downloads, 50 of them incomplete")
+        results["memory_tracked"] = memory.tracked_steady_state(
+            root, amqp_url, 10_000, 30, active=50
+        )
+        step("memory: 10,000 tracked downloads, all incomplete (the worst case)")
+        results["memory_tracked_all_active"] = memory.tracked_steady_state(
+            root, amqp_url, 10_000, 30
+        )
         step("memory: a burst of 2,000 commands")
         results["memory_burst"] = memory.burst(root, amqp_url, 2000)
         step("backpressure: the broker away for 60 s")

@@ -11,7 +11,7 @@ class Backoff:
     Jitter spreads the reconnects of several services that lost the same broker at once.
     """
 
-    def __init__(self, base: float = 1.0, cap: float = 30.0) -> None:
+    def __init__(self, base: float = 1.0, cap: float = 10.0) -> None:
         self._base = base
         self._cap = cap
         self._attempt = 0

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any, Final, Protocol, TypeVar
 
 import attrs
@@ -45,9 +46,10 @@ ATTEMPTS_HEADER: Final = "x-attempts"
 
 
 class QbitRunner(Protocol):
-    """Runs a function with the consumer's QbitClient, off the broker connection's thread."""
+    """Starts a function with the consumer's QbitClient on its own thread, off the broker
+    connection's thread; the caller waits for the future with ``Broker.wait_for``."""
 
-    def __call__(self, work: Callable[[QbitClient], T]) -> T: ...
+    def __call__(self, work: Callable[[QbitClient], T]) -> Future[T]: ...
 
 
 @attrs.define
@@ -68,7 +70,7 @@ class CommandHandler:
         cfg: Config,
         broker: Broker,
         run_qbit: QbitRunner,
-        on_added: Callable[[AddCommand, AddResult], None] | None = None,
+        on_added: Callable[[list[tuple[AddCommand, AddResult]]], None] | None = None,
     ) -> None:
         self._cfg = cfg
         self._broker = broker
@@ -81,6 +83,7 @@ class CommandHandler:
     def handle_batch(self, deliveries: list[Delivery]) -> None:
         """Carry out commands that arrived together; each is acked once its outcome is safe."""
         taken = [_Taken(d, attempts_so_far(d.headers) + 1, CommandContext()) for d in deliveries]
+        log.debug("handling %d command(s)", len(taken))
         valid: list[_Taken] = []
         for item in taken:
             try:
@@ -94,29 +97,36 @@ class CommandHandler:
             except InvalidCommand as exc:
                 self._conclude(item, exc)
                 continue
-            if item.attempt == 1:
-                self._publish(_received(item.command))
             valid.append(item)
-        if not valid:
-            return
-        commands = [item.command for item in valid if item.command is not None]
-        categories = self._cfg.categories
-        outcomes = self._run_qbit(
-            lambda qbit: add_downloads(qbit, commands, categories.__getitem__)
-        )
-        for item, outcome in zip(valid, outcomes, strict=True):
-            self._conclude(item, outcome)
+        added: list[tuple[AddCommand, AddResult]] = []
+        if valid:
+            commands = [item.command for item in valid if item.command is not None]
+            categories = self._cfg.categories
+            # qBittorrent works while this thread publishes the `received` events.
+            adding = self._run_qbit(
+                lambda qbit: add_downloads(qbit, commands, categories.__getitem__)
+            )
+            for item in valid:
+                if item.attempt == 1 and item.command is not None:
+                    self._publish(_received(item.command))
+            outcomes = self._broker.wait_for(adding)
+            for item, outcome in zip(valid, outcomes, strict=True):
+                self._conclude(item, outcome)
+                if isinstance(outcome, AddResult) and item.command is not None:
+                    added.append((item.command, outcome))
+        if added and self._on_added is not None:
+            self._on_added(added)  # one state-file transaction for the whole batch
+        for item in taken:
+            self._broker.ack(item.delivery)  # last: every outcome above is safe now
 
     def _conclude(self, item: _Taken, outcome: AddResult | Exception) -> None:
-        """The one place where an outcome becomes a broker action; the ack comes last."""
+        """The one place where an outcome becomes a broker action (the ack follows later)."""
         fields: dict[str, Any] = {"attempt": item.attempt, "request_id": item.context.request_id}
         if item.context.magnet is not None:
             fields["hash"] = item.context.magnet.hash
         if isinstance(outcome, AddResult):
             assert item.command is not None
             self._publish(_added(item.command, outcome))
-            if self._on_added is not None:
-                self._on_added(item.command, outcome)
             log.info(
                 "added %s%s",
                 outcome.torrent.name,
@@ -133,7 +143,6 @@ class CommandHandler:
                 self._retry(item, str(outcome), fields)
         else:
             raise outcome
-        self._broker.ack(item.delivery)
 
     # -- outcomes --------------------------------------------------------------------------
 

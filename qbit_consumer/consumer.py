@@ -40,7 +40,7 @@ class ConsumerThread(threading.Thread):
         self,
         cfg: Config,
         gate: LoginGate,
-        on_added: Callable[[AddCommand, AddResult], None] | None = None,
+        on_added: Callable[[list[tuple[AddCommand, AddResult]]], None] | None = None,
         qbit: Reachability | None = None,
     ) -> None:
         super().__init__(name="consumer", daemon=True)
@@ -96,7 +96,7 @@ class ConsumerThread(threading.Thread):
         handler = CommandHandler(
             self._cfg,
             broker,
-            lambda work: broker.wait_for(self._qbit_thread.submit(self._with_qbit, work)),
+            lambda work: self._qbit_thread.submit(self._with_qbit, work),
             self._on_added,
         )
         self.connected.set()
@@ -119,6 +119,7 @@ class ConsumerThread(threading.Thread):
                         # Commands already waiting go to qBittorrent together (never waiting
                         # for more): one lookup and one add call instead of one per command.
                         batch = [delivery]
+                        broker.sleep(0)  # read what has arrived on the socket meanwhile
                         while len(batch) < self._cfg.rabbitmq.prefetch_count and broker.waiting():
                             more = next(deliveries)
                             if more is None:

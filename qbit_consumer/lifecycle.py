@@ -7,6 +7,7 @@ still incomplete. Every rule is written out in docs/lifecycle.md.
 
 from __future__ import annotations
 
+import sys
 from datetime import UTC, datetime
 from typing import Final
 
@@ -67,11 +68,11 @@ def observe(download: Download, torrent: Torrent, now: float, stalled_after: flo
     moved = torrent.completed != download.last_completed
     new = attrs.evolve(
         download,
-        qbit_id=torrent.id,
+        qbit_id=download.qbit_id if torrent.id == download.qbit_id else torrent.id,
         infohash_v1=download.infohash_v1 or torrent.infohash_v1,
         infohash_v2=download.infohash_v2 or torrent.infohash_v2,
         name=torrent.name or download.name,
-        last_state=torrent.state,
+        last_state=sys.intern(torrent.state),
         last_progress=torrent.progress,
         last_completed=torrent.completed,
     )

@@ -49,7 +49,7 @@ class _Look:
 
     updated: list[Download] = attrs.Factory(list)
     events: list[Event] = attrs.Factory(list)
-    progress: list[Event] = attrs.Factory(list)
+    progress: list[Item] = attrs.Factory(list)  # serialised at once: bytes are smaller
     gone: list[str] = attrs.Factory(list)
     changed: set[str] = attrs.Factory(set)  # identity changed: write it at once
 
@@ -58,6 +58,8 @@ class _Look:
 COMPLETED_SWEEP_CYCLES: Final = 12
 #: A torrent must be missing this long (and from two full listings) to count as removed.
 REMOVAL_CONFIRM_SECONDS: Final = 3.0
+#: Tracked hashes per ``torrents/info`` call.
+QUERY_CHUNK: Final = 500
 #: Progress fields (state, percentage) of downloads without events are written at most this often.
 PERSIST_PROGRESS_SECONDS: Final = 60.0
 
@@ -121,7 +123,7 @@ class PollerThread(threading.Thread):
         self._registry.record(
             updated=look.updated, persist=persist, removed=look.gone, events=events
         )
-        self._queue.put_progress([Item.progress(p) for p in look.progress])
+        self._queue.put_progress(look.progress)
         self.cycles += 1
 
     # -- one look at qBittorrent -------------------------------------------------------------
@@ -135,40 +137,51 @@ class PollerThread(threading.Thread):
             qbit.ping()  # nothing to track, but an outage must still be noticed
             return look
 
-        index = _index(qbit.torrents(set().union(*(d.keys for d in checked))))
-        if any(_match(d, index) is None for d in checked):
+        # In chunks: qBittorrent's answer for 10,000 hashes is ~15 MB of JSON; held whole,
+        # it would set the service's memory high-water mark. Chunks keep it to ~1 MB.
+        stalled_after = self._cfg.polling.stalled_after_seconds
+        missing: list[Download] = []
+        for start in range(0, len(checked), QUERY_CHUNK):
+            chunk = checked[start : start + QUERY_CHUNK]
+            index = _index(qbit.torrents(set().union(*(d.keys for d in chunk))))
+            for download in chunk:
+                torrent = _match(download, index)
+                if torrent is None:
+                    missing.append(download)
+                else:
+                    self._observe(look, download, torrent, now, stalled_after)
+        if missing:
             # Removed, or re-keyed (a hybrid torrent listed under its v2 id once its metadata
             # arrived): only a full listing can tell.
-            index.update(_index(qbit.all_torrents()))
-
-        stalled_after = self._cfg.polling.stalled_after_seconds
-        for download in checked:
-            torrent = _match(download, index)
-            if torrent is None:
-                if self._confirm_removed(download, now):
+            index = _index(qbit.all_torrents())
+            for download in missing:
+                torrent = _match(download, index)
+                if torrent is not None:
+                    self._observe(look, download, torrent, now, stalled_after)
+                elif self._confirm_removed(download, now):
                     look.events.append(removed(download))
                     look.gone.append(download.hash)
-                continue
-            self._missing_since.pop(download.hash, None)
-            seen = observe(download, torrent, now, stalled_after)
-            look.updated.append(seen.download)
-            look.events.extend(seen.events)
-            if seen.progress is not None:
-                look.progress.append(seen.progress)
-            if (seen.download.qbit_id, seen.download.name, seen.download.infohash_v2) != (
-                download.qbit_id,
-                download.name,
-                download.infohash_v2,
-            ):
-                if seen.download.qbit_id != download.qbit_id:
-                    log.info(
-                        "qBittorrent re-keyed a torrent: %s -> %s",
-                        download.qbit_id,
-                        seen.download.qbit_id,
-                        extra={"hash": download.hash},
-                    )
-                look.changed.add(download.hash)
         return look
+
+    def _observe(
+        self, look: _Look, download: Download, torrent: Torrent, now: float, stalled_after: float
+    ) -> None:
+        self._missing_since.pop(download.hash, None)
+        seen = observe(download, torrent, now, stalled_after)
+        look.updated.append(seen.download)
+        look.events.extend(seen.events)
+        if seen.progress is not None:
+            look.progress.append(Item.progress(seen.progress))
+        identity = (seen.download.qbit_id, seen.download.name, seen.download.infohash_v2)
+        if identity != (download.qbit_id, download.name, download.infohash_v2):
+            if seen.download.qbit_id != download.qbit_id:
+                log.info(
+                    "qBittorrent re-keyed a torrent: %s -> %s",
+                    download.qbit_id,
+                    seen.download.qbit_id,
+                    extra={"hash": download.hash},
+                )
+            look.changed.add(download.hash)
 
     def _confirm_removed(self, download: Download, now: float) -> bool:
         first = self._missing_since.setdefault(download.hash, now)

@@ -35,7 +35,7 @@ from qbit_consumer.messages import AddCommand
 from qbit_consumer.poller import PollerThread
 from qbit_consumer.publisher import PublisherThread, PublishQueue
 from qbit_consumer.qbit import LoginGate
-from qbit_consumer.registry import Registry
+from qbit_consumer.registry import Registry, Tracked
 from qbit_consumer.state import State
 
 log = logging.getLogger(__name__)
@@ -61,14 +61,21 @@ class Service:
         self._health_file = health_path(cfg)
         self._disconnected_since: dict[str, float | None] = {"consumer": None, "publisher": None}
 
-    def _track(self, command: AddCommand, result: AddResult) -> None:
+    def _track(self, added: list[tuple[AddCommand, AddResult]]) -> None:
         self.registry.track(
-            magnet=command.magnet,
-            request_id=command.request_id,
-            category=command.category,
-            name=result.torrent.name,
-            qbit_id=result.torrent.id,
-            infohash_v2=result.torrent.infohash_v2,
+            [
+                (
+                    command.magnet,
+                    Tracked(
+                        request_id=command.request_id,
+                        category=command.category,
+                        name=result.torrent.name,
+                        qbit_id=result.torrent.id,
+                        infohash_v2=result.torrent.infohash_v2,
+                    ),
+                )
+                for command, result in added
+            ]
         )
 
     def start(self) -> None:

@@ -16,6 +16,7 @@ than start afresh and forget what it was tracking.
 from __future__ import annotations
 
 import sqlite3
+import sys
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -118,6 +119,7 @@ class State:
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA cache_size=-512")  # KiB: small writes, rare reads
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise StateError(
@@ -145,8 +147,8 @@ class State:
 
     def load_downloads(self) -> list[Download]:
         with self._lock:
-            rows = self._db.execute(f"SELECT {', '.join(_FIELDS)} FROM downloads").fetchall()  # noqa: S608
-        return [Download(**dict(zip(_FIELDS, row, strict=True))) for row in rows]
+            cursor = self._db.execute(f"SELECT {', '.join(_FIELDS)} FROM downloads")  # noqa: S608
+            return [compact(Download(**dict(zip(_FIELDS, row, strict=True)))) for row in cursor]
 
     def load_outbox(self) -> list[StoredEvent]:
         with self._lock:
@@ -208,6 +210,24 @@ class State:
     def event_published(self, seq: int) -> None:
         with self._lock:
             self._db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
+
+
+def compact(download: Download) -> Download:
+    """Share equal strings between downloads (memory: 10,000 tracked downloads on a NAS).
+
+    The qBittorrent id and the v1 hash are usually the hash itself, and states, stages and
+    categories are a few words repeated.
+    """
+    if download.qbit_id == download.hash:
+        download.qbit_id = download.hash
+    if download.infohash_v1 == download.hash:
+        download.infohash_v1 = download.hash
+    download.stage = sys.intern(download.stage)
+    if download.last_state is not None:
+        download.last_state = sys.intern(download.last_state)
+    if download.category is not None:
+        download.category = sys.intern(download.category)
+    return download
 
 
 def _row(download: Download) -> tuple[Any, ...]:

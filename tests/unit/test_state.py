@@ -7,7 +7,7 @@ import pytest
 from qbit_consumer.events import Completed
 from qbit_consumer.magnet import parse_magnet
 from qbit_consumer.publisher import PublishQueue
-from qbit_consumer.registry import Registry
+from qbit_consumer.registry import Registry, Tracked
 from qbit_consumer.state import State, StateError
 
 H = "c12fe1c06bba254a9dc9f519b335aa7c1367a88a"
@@ -32,13 +32,16 @@ def test_tracked_downloads_and_unconfirmed_events_survive_a_restart_with_the_sam
 ):
     path = tmp_path / "s.sqlite3"
     registry = Registry(State(path), PublishQueue())
-    assert registry.track(
-        magnet=parse_magnet(f"magnet:?xt=urn:btih:{H}"),
-        request_id="r",
-        category="tv",
-        name="x",
-        qbit_id=H,
-        infohash_v2=None,
+    assert (
+        registry.track(
+            [
+                (
+                    parse_magnet(f"magnet:?xt=urn:btih:{H}"),
+                    Tracked(request_id="r", category="tv", name="x", qbit_id=H, infohash_v2=None),
+                )
+            ]
+        )
+        == 1
     )
     download = registry.snapshot()[0]
     download.stage = "completed"
@@ -61,11 +64,31 @@ def test_tracked_downloads_and_unconfirmed_events_survive_a_restart_with_the_sam
 def test_a_duplicate_does_not_restart_tracking(tmp_path):
     registry = Registry(State(tmp_path / "s.sqlite3"), PublishQueue())
     magnet = parse_magnet(f"magnet:?xt=urn:btih:{H}")
-    assert registry.track(
-        magnet=magnet, request_id="first", category="tv", name="x", qbit_id=H, infohash_v2=None
+    assert (
+        registry.track(
+            [
+                (
+                    magnet,
+                    Tracked(
+                        request_id="first", category="tv", name="x", qbit_id=H, infohash_v2=None
+                    ),
+                )
+            ]
+        )
+        == 1
     )
-    assert not registry.track(
-        magnet=magnet, request_id="second", category="tv", name="x", qbit_id=H, infohash_v2=None
+    assert (
+        registry.track(
+            [
+                (
+                    magnet,
+                    Tracked(
+                        request_id="second", category="tv", name="x", qbit_id=H, infohash_v2=None
+                    ),
+                )
+            ]
+        )
+        == 0
     )
     assert registry.snapshot()[0].request_id == "first"
 
