@@ -1,4 +1,4 @@
-"""The consumer thread: takes ``downloads.add`` commands and carries them out one at a time.
+"""The consumer thread: takes `downloads.add` commands and carries them out, a batch at a time.
 
 It owns its broker connection (pika's BlockingConnection is not thread-safe). qBittorrent calls
 run on a one-worker helper thread while this thread keeps servicing the connection
