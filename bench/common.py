@@ -105,7 +105,7 @@ class ServiceProcess:
         try:
             wait_until(
                 lambda: (
-                    _declared(helper, self.names.command_queue) or self.process.poll() is not None
+                    helper.exists(self.names.command_queue) or self.process.poll() is not None
                 ),
                 30,
                 "the service to declare its queue",
@@ -129,15 +129,6 @@ class ServiceProcess:
         helper = BrokerHelper(self.amqp_url)
         helper.delete(self.names.queues, self.names.exchanges)
         helper.close()
-
-
-def _declared(helper: BrokerHelper, queue: str) -> bool:
-    try:
-        helper.message_count(queue)
-        return True
-    except Exception:
-        helper._ensure_open()
-        return False
 
 
 def publish_commands(amqp_url: str, exchange: str, hashes: list[str], category: str = "tv") -> None:

@@ -27,7 +27,7 @@ from qbit_consumer.errors import (
     TransientError,
 )
 from qbit_consumer.messages import MANAGED_TAG, AddCommand
-from qbit_consumer.qbit import QbitClient, Torrent
+from qbit_consumer.qbit import QbitClient, Torrent, index_torrents
 
 #: qBittorrent adds torrents asynchronously; how long a new one may take to be listed.
 LIST_TIMEOUT_SECONDS: Final = 15.0
@@ -55,7 +55,7 @@ def add_downloads(
     """
     outcomes: list[Outcome | None] = [None] * len(commands)
     try:
-        listed = _index(qbit.torrents(set().union(*(c.magnet.keys for c in commands))))
+        listed = index_torrents(qbit.torrents(set().union(*(c.magnet.keys for c in commands))))
     except QbitConsumerError as exc:
         return [exc] * len(commands)
     first_of: dict[str, int] = {}  # hash -> the batch's first command for it
@@ -119,7 +119,7 @@ def _add_one(qbit: QbitClient, command: AddCommand, save_path: str) -> Outcome:
         if not accepted:
             # A hybrid torrent added earlier from a v1-only magnet is re-keyed to its v2 id once
             # its metadata arrives; hashes= cannot find it by v1, a full listing can.
-            existing = _match(_index(qbit.torrents(command.magnet.keys)), command) or next(
+            existing = _match(index_torrents(qbit.torrents(command.magnet.keys)), command) or next(
                 (t for t in qbit.all_torrents() if t.matches(command.magnet.keys)), None
             )
             if existing is None:
@@ -149,7 +149,9 @@ def _wait_listed(
     pause = 0.005  # qBittorrent usually lists a new torrent within milliseconds
     while waiting:
         try:
-            listed = _index(qbit.torrents(set().union(*(commands[i].magnet.keys for i in waiting))))
+            listed = index_torrents(
+                qbit.torrents(set().union(*(commands[i].magnet.keys for i in waiting)))
+            )
         except QbitConsumerError as exc:
             for i in waiting:
                 outcomes[i] = exc
@@ -180,18 +182,6 @@ def _duplicate(qbit: QbitClient, torrent: Torrent, command: AddCommand) -> Outco
 
 def _tags(command: AddCommand) -> tuple[str, ...]:
     return (MANAGED_TAG, *command.tags)
-
-
-def _index(torrents: list[Torrent]) -> dict[str, Torrent]:
-    """Each torrent under every key it can be known by (id, v1, v2, v2 cut to 40 hex)."""
-    index: dict[str, Torrent] = {}
-    for torrent in torrents:
-        for key in (torrent.id, torrent.infohash_v1, torrent.infohash_v2):
-            if key:
-                index.setdefault(key, torrent)
-        if torrent.infohash_v2:
-            index.setdefault(torrent.infohash_v2[:40], torrent)
-    return index
 
 
 def _match(index: dict[str, Torrent], command: AddCommand) -> Torrent | None:

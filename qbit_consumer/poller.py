@@ -25,7 +25,6 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Final
 
@@ -36,7 +35,7 @@ from qbit_consumer.errors import TransientError
 from qbit_consumer.events import Event, PollingFailed, PollingRecovered
 from qbit_consumer.lifecycle import observe, removed
 from qbit_consumer.publisher import Item, PublishQueue
-from qbit_consumer.qbit import LoginGate, QbitClient, Reachability, Torrent
+from qbit_consumer.qbit import LoginGate, QbitClient, Reachability, Torrent, index_torrents
 from qbit_consumer.registry import Registry
 from qbit_consumer.state import Download
 
@@ -143,7 +142,7 @@ class PollerThread(threading.Thread):
         missing: list[Download] = []
         for start in range(0, len(checked), QUERY_CHUNK):
             chunk = checked[start : start + QUERY_CHUNK]
-            index = _index(qbit.torrents(set().union(*(d.keys for d in chunk))))
+            index = index_torrents(qbit.torrents(set().union(*(d.keys for d in chunk))))
             for download in chunk:
                 torrent = _match(download, index)
                 if torrent is None:
@@ -153,7 +152,7 @@ class PollerThread(threading.Thread):
         if missing:
             # Removed, or re-keyed (a hybrid torrent listed under its v2 id once its metadata
             # arrived): only a full listing can tell.
-            index = _index(qbit.all_torrents())
+            index = index_torrents(qbit.all_torrents())
             for download in missing:
                 torrent = _match(download, index)
                 if torrent is not None:
@@ -242,17 +241,6 @@ class PollerThread(threading.Thread):
                 )
         self._failures, self._outage_since, self._alerted = 0, None, False
         return events
-
-
-def _index(torrents: Iterable[Torrent]) -> dict[str, Torrent]:
-    index: dict[str, Torrent] = {}
-    for torrent in torrents:
-        for key in (torrent.id, torrent.infohash_v1, torrent.infohash_v2):
-            if key:
-                index.setdefault(key, torrent)
-        if torrent.infohash_v2:
-            index.setdefault(torrent.infohash_v2[:40], torrent)
-    return index
 
 
 def _match(download: Download, index: dict[str, Torrent]) -> Torrent | None:

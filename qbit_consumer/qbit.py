@@ -151,6 +151,19 @@ class Torrent:
         return any(key in mine for key in keys)
 
 
+def index_torrents(torrents: Iterable[Torrent]) -> dict[str, Torrent]:
+    """Each torrent under every key it can be known by (id, v1, v2, v2 cut to 40 hex): a hybrid
+    torrent is listed under its v2 id, and re-keyed there when added from a v1-only magnet."""
+    index: dict[str, Torrent] = {}
+    for torrent in torrents:
+        for key in (torrent.id, torrent.infohash_v1, torrent.infohash_v2):
+            if key:
+                index.setdefault(key, torrent)
+        if torrent.infohash_v2:
+            index.setdefault(torrent.infohash_v2[:40], torrent)
+    return index
+
+
 class QbitClient:
     """One qBittorrent session, for one thread."""
 

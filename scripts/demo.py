@@ -179,7 +179,7 @@ def main() -> int:
         )
         watcher.start()
         deadline = time.monotonic() + 30
-        while not (helper.channel.is_open and _exists(helper, names.command_queue)):
+        while not (helper.channel.is_open and helper.exists(names.command_queue)):
             if time.monotonic() > deadline or service.poll() is not None:
                 sys.exit(f"demo: the service did not start; see {tmp / 'service.log'}")
             time.sleep(0.2)
@@ -210,15 +210,6 @@ def main() -> int:
                 process.stop()
         rabbit.stop()
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _exists(helper: BrokerHelper, queue: str) -> bool:
-    try:
-        helper.message_count(queue)
-        return True
-    except Exception:
-        helper._ensure_open()
-        return False
 
 
 if __name__ == "__main__":
