@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
-from tests.fixtures.rabbitmq import wait_until
-from tests.fixtures.service import magnet_for, random_hash, run_cli, write_ini
+from tests.fixtures.service import (
+    magnet_for,
+    random_hash,
+    run_cli,
+    service_ini,
+    spawn_service,
+    write_ini,
+)
 
 
 @pytest.mark.parametrize(
@@ -70,30 +73,17 @@ def test_check_reaches_both_services_and_fails_when_qbittorrent_is_down(
 def test_service_process_adds_a_command_sent_with_plain_pika_and_exits_0_on_sigterm(
     qbittorrent, amqp_url, names, broker, events, tmp_path
 ):
-    config = write_ini(
+    config = service_ini(
         tmp_path / "config.ini",
-        {
-            "rabbitmq": {
-                "url": amqp_url,
-                "command_exchange": names.command_exchange,
-                "command_queue": names.command_queue,
-                "event_exchange": names.event_exchange,
-            },
-            "qbittorrent": {"url": qbittorrent.url, "password": qbittorrent.password},
-            "state": {"path": tmp_path / "state.sqlite3"},
-            "logging": {"level": "DEBUG", "format": "json"},
-        },
+        amqp_url,
+        names,
+        qbittorrent.url,
+        qbittorrent.password,
+        logging={"level": "DEBUG", "format": "json"},
     )
     log_path = tmp_path / "service.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "qbit_consumer", "run", "--config", str(config)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=os.environ.copy(),
-        )
+    process = spawn_service(config, log_path)
     try:
-        wait_until(lambda: "consuming commands" in log_path.read_text(), 30, "the service to start")
         infohash = random_hash()
         broker.publish(
             names.command_exchange,

@@ -13,7 +13,7 @@ import pytest
 
 from tests.fixtures.faults import HttpFaultProxy
 from tests.fixtures.rabbitmq import vhost_of, wait_until
-from tests.fixtures.service import magnet_for, random_hash, write_ini
+from tests.fixtures.service import magnet_for, random_hash, service_ini, spawn_service, write_ini
 
 pytestmark = pytest.mark.live
 
@@ -44,31 +44,18 @@ def test_passwords_never_appear_in_logs_events_or_dead_letter_headers(
 ):
     proxy = HttpFaultProxy(qbittorrent.url)
     proxy.fail_paths["/api/v2/torrents/add"] = 503  # so that error details are produced
-    config = write_ini(
+    config = service_ini(
         tmp_path / "config.ini",
-        {
-            "rabbitmq": {
-                "url": secret_broker_user,
-                "command_exchange": names.command_exchange,
-                "command_queue": names.command_queue,
-                "event_exchange": names.event_exchange,
-                "max_attempts": 2,
-                "retry_delay_seconds": 0.5,
-            },
-            "qbittorrent": {"url": proxy.url, "password": qbittorrent.password},
-            "state": {"path": tmp_path / "state.sqlite3"},
-            "logging": {"format": "json", "level": "DEBUG"},
-        },
+        secret_broker_user,
+        names,
+        proxy.url,
+        qbittorrent.password,
+        rabbitmq={"max_attempts": 2, "retry_delay_seconds": 0.5},
+        logging={"format": "json", "level": "DEBUG"},
     )
     log_path = tmp_path / "service.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "qbit_consumer", "run", "--config", str(config)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    process = spawn_service(config, log_path)
     try:
-        wait_until(lambda: "consuming commands" in log_path.read_text(), 30, "the service to start")
         broker.publish(names.command_exchange, "downloads.add", b"not json")
         broker.publish(
             names.command_exchange,

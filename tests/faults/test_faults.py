@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -21,7 +19,7 @@ from collections import Counter
 import pytest
 
 from tests.fixtures.rabbitmq import BrokerHelper, force_close_connections, wait_until
-from tests.fixtures.service import magnet_for, random_hash, write_ini
+from tests.fixtures.service import magnet_for, random_hash, service_ini, spawn_service
 
 pytestmark = pytest.mark.live
 
@@ -151,38 +149,18 @@ def test_sigkill_in_the_middle_of_real_downloads_gives_exactly_one_completion_ea
 ):
     leecher = qbit_factory("killed")
     leecher.client().app_set_preferences({"dl_limit": 2 * 2**20})
-    config = write_ini(
+    config = service_ini(
         tmp_path / "config.ini",
-        {
-            "rabbitmq": {
-                "url": amqp_url,
-                "command_exchange": names.command_exchange,
-                "command_queue": names.command_queue,
-                "event_exchange": names.event_exchange,
-            },
-            "qbittorrent": {"url": leecher.url, "password": leecher.password},
-            "polling": {"interval_seconds": 0.5},
-            "state": {"path": tmp_path / "state.sqlite3"},
-            "logging": {"format": "text", "level": "INFO"},
-        },
+        amqp_url,
+        names,
+        leecher.url,
+        leecher.password,
+        polling={"interval_seconds": 0.5},
+        logging={"format": "text", "level": "INFO"},
     )
-    log = (tmp_path / "service.log").open("a")
 
     def start():
-        process = subprocess.Popen(
-            [sys.executable, "-m", "qbit_consumer", "run", "--config", str(config)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        wait_until(
-            lambda: (
-                "consuming commands" in (tmp_path / "service.log").read_text()
-                or process.poll() is not None
-            ),
-            30,
-            "the service to start",
-        )
-        return process
+        return spawn_service(config, tmp_path / "service.log")
 
     process = start()
     payloads = [seeder.share(6 * 2**20) for _ in range(SCALE["downloads"])]
@@ -212,7 +190,6 @@ def test_sigkill_in_the_middle_of_real_downloads_gives_exactly_one_completion_ea
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(15)
-        log.close()
     completed = events.of("downloads.completed")
     per_download = Counter(e["hash"] for e in completed)
     distinct_ids = {
