@@ -8,6 +8,12 @@ Every pika exception is translated here: connection-level problems become ``Brok
 (the caller reconnects), a declaration refused with 406/404 becomes ``TopologyConflict`` (the
 caller stops). The channel is always in confirm mode, so a ``publish`` that returns means the
 broker has taken responsibility for the message.
+
+Confirms are streamed: ``send`` puts a message on the wire and returns at once, ``settle`` waits
+until the broker has confirmed everything sent so far. A batch of events thus costs one round
+trip instead of one per event. pika's BlockingChannel only offers publish-and-wait, so this
+uses its underlying asynchronous channel (``BlockingChannel._impl``, the one private pika
+attribute we touch; the broker tests fail loudly if a pika release moves it).
 """
 
 from __future__ import annotations
@@ -17,15 +23,20 @@ import logging
 import re
 import socket
 import ssl
+import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
 import attrs
 import pika
+import pika.channel
 import pika.exceptions
+import pika.frame
+import pika.spec
 from pika.adapters.blocking_connection import BlockingChannel
 
+from qbit_consumer.confirms import InFlight, Sent
 from qbit_consumer.errors import BrokerUnavailable, TopologyConflict
 from qbit_consumer.topology import Topology
 
@@ -41,6 +52,8 @@ HEARTBEAT_SECONDS: Final = 30
 BLOCKED_CONNECTION_TIMEOUT: Final = 60
 #: How often an idle consumer wakes up to look at its stop flag.
 CONSUME_TICK_SECONDS: Final = 0.5
+#: Seconds to wait for confirm.select-ok right after connecting.
+CONFIRM_SELECT_TIMEOUT: Final = 10
 
 _AMQP_ERRORS: Final = (pika.exceptions.AMQPError, OSError)
 
@@ -103,6 +116,10 @@ class Broker:
         self._name = f"qbit-consumer {role} on {socket.gethostname()}"
         self._connection: pika.BlockingConnection | None = None
         self._channel: BlockingChannel | None = None
+        self._publisher: pika.channel.Channel | None = None
+        self._inflight = InFlight()
+        self._nacks = 0
+        self._settling = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -114,12 +131,50 @@ class Broker:
         try:
             self._connection = pika.BlockingConnection(_parameters(self._url, self._name))
             self._channel = self._connection.channel()
-            self._channel.confirm_delivery()
+            self._enable_confirms(self._connection, self._channel)
         except _AMQP_ERRORS as exc:
             self.close()
             raise BrokerUnavailable(
                 f"cannot connect to {redact_url(self._url)}: {_describe(exc)}"
             ) from exc
+
+    def _enable_confirms(
+        self, connection: pika.BlockingConnection, channel: BlockingChannel
+    ) -> None:
+        self._publisher = channel._impl  # private: see the module docstring
+        self._inflight = InFlight()
+        self._nacks = 0
+        selected: list[bool] = []
+
+        def on_select_ok(_frame: pika.frame.Method) -> None:
+            selected.append(True)
+            connection.call_later(0, _nothing)  # ends the process_data_events below
+
+        self._publisher.add_on_return_callback(self._on_return)
+        self._publisher.confirm_delivery(ack_nack_callback=self._on_confirm, callback=on_select_ok)
+        deadline = time.monotonic() + CONFIRM_SELECT_TIMEOUT
+        while not selected:
+            if time.monotonic() > deadline or not channel.is_open:
+                raise BrokerUnavailable("the broker did not switch the channel to confirm mode")
+            connection.process_data_events(time_limit=1.0)
+
+    def _on_confirm(self, frame: pika.frame.Method) -> None:
+        method = frame.method
+        ok = isinstance(method, pika.spec.Basic.Ack)
+        if not ok:
+            self._nacks += 1
+        self._inflight.confirm(method.delivery_tag, multiple=bool(method.multiple), ok=ok)
+        if self._settling and not self._inflight and self._connection is not None:
+            self._connection.call_later(0, _nothing)  # ends settle's wait at once
+
+    def _on_return(
+        self,
+        _channel: pika.channel.Channel,
+        method: pika.spec.Basic.Return,
+        properties: pika.BasicProperties,
+        _body: bytes,
+    ) -> None:
+        self._inflight.returned(method.exchange, method.routing_key, properties.message_id)
 
     @property
     def is_open(self) -> bool:
@@ -128,6 +183,7 @@ class Broker:
     def close(self) -> None:
         """Close quietly; unacked deliveries go back to their queue (the broker does that)."""
         connection, self._connection, self._channel = self._connection, None, None
+        self._publisher = None
         if connection is not None and connection.is_open:
             try:
                 connection.close()
@@ -282,11 +338,17 @@ class Broker:
     # -- publishing ------------------------------------------------------------------------
 
     def publish(self, exchange: str, routing_key: str, body: bytes, props: Outgoing) -> bool:
-        """Publish with ``mandatory`` under confirms; True once confirmed and routed.
+        """Publish with ``mandatory`` and wait for the confirm; True once confirmed and routed.
 
         False means the broker confirmed the message but no queue was bound for it.
         :raises BrokerUnavailable: no confirm (connection lost, or the broker nacked).
         """
+        sent = self.send(exchange, routing_key, body, props)
+        self.settle()
+        return sent.routed
+
+    def send(self, exchange: str, routing_key: str, body: bytes, props: Outgoing) -> Sent:
+        """Publish with ``mandatory`` without waiting; ``settle`` waits for the confirm."""
         properties = pika.BasicProperties(
             content_type=props.content_type,
             message_id=props.message_id,
@@ -298,7 +360,7 @@ class Broker:
             else pika.DeliveryMode.Transient,
             app_id="qbit-consumer",
         )
-        return self._publish(exchange, routing_key, body, properties)
+        return self._send(exchange, routing_key, body, properties)
 
     def republish(
         self,
@@ -307,9 +369,21 @@ class Broker:
         extra_headers: Mapping[str, Any],
         drop_headers: Callable[[str], bool] | None = None,
     ) -> bool:
+        """``resend``, then wait for its confirm; True once confirmed and routed."""
+        sent = self.resend(delivery, routing_key, extra_headers, drop_headers)
+        self.settle()
+        return sent.routed
+
+    def resend(
+        self,
+        delivery: Delivery,
+        routing_key: str,
+        extra_headers: Mapping[str, Any],
+        drop_headers: Callable[[str], bool] | None = None,
+    ) -> Sent:
         """Copy a delivery into ``routing_key`` (through the default exchange, straight to that
         queue) with every property and the body unchanged, plus ``extra_headers`` and minus the
-        headers ``drop_headers`` picks."""
+        headers ``drop_headers`` picks. Does not wait: ``settle`` does."""
         original = delivery.properties
         kept = original.headers or {}
         if drop_headers is not None:
@@ -331,25 +405,49 @@ class Broker:
             app_id=original.app_id,
             cluster_id=original.cluster_id,
         )
-        return self._publish("", routing_key, delivery.body, properties)
+        return self._send("", routing_key, delivery.body, properties)
 
-    def _publish(
+    def _send(
         self, exchange: str, routing_key: str, body: bytes, properties: pika.BasicProperties
-    ) -> bool:
-        channel = self._require_channel()
+    ) -> Sent:
+        self._require_channel()
+        publisher = self._publisher
+        assert publisher is not None
         try:
-            channel.basic_publish(exchange, routing_key, body, properties, mandatory=True)
-        except pika.exceptions.UnroutableError:
-            return False
-        except pika.exceptions.NackError as exc:
-            # The broker could not take the message (an internal error in a queue process);
-            # nothing was confirmed, so treat it like a lost connection: reconnect and redo.
-            self.close()
-            raise BrokerUnavailable(f"broker refused a message to '{routing_key}'") from exc
+            publisher.basic_publish(exchange, routing_key, body, properties, mandatory=True)
         except _AMQP_ERRORS as exc:
             self.close()
             raise BrokerUnavailable(f"publish to '{routing_key}' failed: {_describe(exc)}") from exc
-        return True
+        return self._inflight.sent(exchange, routing_key, properties.message_id)
+
+    def settle(self) -> None:
+        """Wait until the broker has confirmed every message sent so far.
+
+        Afterwards each ``Sent`` says whether it was routed. Waiting has no deadline of its
+        own: a dead broker is noticed by the heartbeat, a blocked one by the blocked-connection
+        timeout, and both end the wait with ``BrokerUnavailable``.
+        :raises BrokerUnavailable: the connection or channel was lost, or the broker nacked a
+            message (it could not take it; nothing sent since the last settle is then safe).
+        """
+        connection, channel = self._connection, self._channel
+        if connection is None or channel is None:
+            raise BrokerUnavailable("not connected")
+        self._settling = True
+        try:
+            while self._inflight:
+                if not channel.is_open:
+                    raise pika.exceptions.ChannelClosed(0, "channel closed while publishing")
+                connection.process_data_events(time_limit=1.0)
+        except _AMQP_ERRORS as exc:
+            self.close()
+            raise BrokerUnavailable(f"publishing failed: {_describe(exc)}") from exc
+        finally:
+            self._settling = False
+        if self._nacks:
+            # The broker could not take a message (an internal error in a queue process);
+            # treat it like a lost connection: reconnect and redo.
+            self.close()
+            raise BrokerUnavailable("the broker refused a message (nack)")
 
     # -- waiting without starving heartbeats -----------------------------------------------
 
@@ -405,6 +503,10 @@ class Broker:
         if self._channel is None or not self._channel.is_open:
             raise BrokerUnavailable("not connected")
         return self._channel
+
+
+def _nothing() -> None:
+    """A callback whose only effect is to end a ``process_data_events`` wait early."""
 
 
 def _delivery(method: Any, properties: pika.BasicProperties, body: bytes) -> Delivery:

@@ -12,8 +12,10 @@ added (or duplicate)   ``received`` + ``added`` confirmed, then ack
 ``BrokerUnavailable``  no ack: the broker redelivers it after we reconnect
 =====================  ===============================================================
 
-The ack always comes last, so a crash anywhere leaves the message in RabbitMQ; a redelivered
-command whose torrent was already added is answered as a duplicate.
+"Confirmed" is awaited once per batch: everything a batch publishes goes out without waiting,
+then one ``settle`` waits for all of its confirms. The ack always comes after that, so a crash
+anywhere leaves the message in RabbitMQ; a redelivered command whose torrent was already added
+is answered as a duplicate.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import attrs
 from qbit_consumer.adding import AddResult, add_downloads
 from qbit_consumer.broker import Broker, Delivery, Outgoing
 from qbit_consumer.config import Config
+from qbit_consumer.confirms import Sent
 from qbit_consumer.errors import (
     RETRIES_EXHAUSTED,
     BrokerUnavailable,
@@ -76,14 +79,22 @@ class CommandHandler:
         self._broker = broker
         self._run_qbit = run_qbit
         self._on_added = on_added
+        # What the batch in hand has sent: our own message copies and the events.
+        self._copies: list[Sent] = []
+        self._events: list[Sent] = []
 
     def handle(self, delivery: Delivery) -> None:
         self.handle_batch([delivery])
 
     def handle_batch(self, deliveries: list[Delivery]) -> None:
-        """Carry out commands that arrived together; each is acked once its outcome is safe."""
+        """Carry out commands that arrived together; each is acked once its outcome is safe.
+
+        Every event and message copy of the batch is sent without waiting, and one ``settle``
+        waits for all their confirms before any ack: one confirm round trip per batch.
+        """
         taken = [_Taken(d, attempts_so_far(d.headers) + 1, CommandContext()) for d in deliveries]
         log.debug("handling %d command(s)", len(taken))
+        self._copies, self._events = [], []
         valid: list[_Taken] = []
         for item in taken:
             try:
@@ -102,18 +113,31 @@ class CommandHandler:
         if valid:
             commands = [item.command for item in valid if item.command is not None]
             categories = self._cfg.categories
-            # qBittorrent works while this thread publishes the `received` events.
+            # qBittorrent works while the `received` events go out.
             adding = self._run_qbit(
                 lambda qbit: add_downloads(qbit, commands, categories.__getitem__)
             )
             for item in valid:
                 if item.attempt == 1 and item.command is not None:
-                    self._publish(_received(item.command))
+                    self._send(_received(item.command))
             outcomes = self._broker.wait_for(adding)
             for item, outcome in zip(valid, outcomes, strict=True):
                 self._conclude(item, outcome)
                 if isinstance(outcome, AddResult) and item.command is not None:
                     added.append((item.command, outcome))
+        self._broker.settle()
+        if not all(copy.routed for copy in self._copies):
+            # Our own retry/dead-letter queue is gone (deleted by hand?): the message must not
+            # be acked. BrokerUnavailable makes the consumer reconnect, which redeclares it.
+            raise BrokerUnavailable("a queue of ours is missing; reconnecting to declare it again")
+        for event in self._events:
+            if not event.routed:
+                log.warning(
+                    "nobody is listening for %s: no queue is bound to exchange %r for it",
+                    event.routing_key,
+                    event.exchange,
+                    extra={"routing_key": event.routing_key},
+                )
         if added and self._on_added is not None:
             self._on_added(added)  # one state-file transaction for the whole batch
         for item in taken:
@@ -126,7 +150,7 @@ class CommandHandler:
             fields["hash"] = item.context.magnet.hash
         if isinstance(outcome, AddResult):
             assert item.command is not None
-            self._publish(_added(item.command, outcome))
+            self._send(_added(item.command, outcome))
             log.info(
                 "added %s%s",
                 outcome.torrent.name,
@@ -148,8 +172,8 @@ class CommandHandler:
 
     def _retry(self, item: _Taken, error: str, fields: dict[str, Any]) -> None:
         headers = {ATTEMPTS_HEADER: item.attempt, "x-last-error": error}
-        self._require_routed(
-            self._broker.republish(item.delivery, self._cfg.rabbitmq.retry_queue, headers)
+        self._copies.append(
+            self._broker.resend(item.delivery, self._cfg.rabbitmq.retry_queue, headers)
         )
         log.warning(
             "attempt %d of %d failed, retrying in %g s: %s",
@@ -167,12 +191,12 @@ class CommandHandler:
             ATTEMPTS_HEADER: item.attempt,
             "x-failed-at": now_rfc3339(),
         }
-        self._require_routed(
-            self._broker.republish(item.delivery, self._cfg.rabbitmq.dead_letter_queue, headers)
+        self._copies.append(
+            self._broker.resend(item.delivery, self._cfg.rabbitmq.dead_letter_queue, headers)
         )
         context = item.context
         magnet = context.magnet
-        self._publish(
+        self._send(
             Failed(
                 request_id=context.request_id,
                 hash=magnet.hash if magnet else None,
@@ -194,31 +218,20 @@ class CommandHandler:
             },
         )
 
-    def _publish(self, event: Event) -> None:
-        routed = self._broker.publish(
-            self._cfg.rabbitmq.event_exchange,
-            event.routing_key,
-            event.to_json(),
-            Outgoing(
-                message_id=event.event_id,
-                correlation_id=event.request_id,
-                timestamp=int(time.time()),
-                persistent=event.persistent,
-            ),
-        )
-        if not routed:
-            log.warning(
-                "nobody is listening for %s: no queue is bound to exchange %r for it",
-                event.routing_key,
+    def _send(self, event: Event) -> None:
+        self._events.append(
+            self._broker.send(
                 self._cfg.rabbitmq.event_exchange,
-                extra={"routing_key": event.routing_key, "hash": event.hash},
+                event.routing_key,
+                event.to_json(),
+                Outgoing(
+                    message_id=event.event_id,
+                    correlation_id=event.request_id,
+                    timestamp=int(time.time()),
+                    persistent=event.persistent,
+                ),
             )
-
-    def _require_routed(self, routed: bool) -> None:
-        if not routed:
-            # Our own retry/dead-letter queue is gone (deleted by hand?): the message must not
-            # be acked. BrokerUnavailable makes the consumer reconnect, which redeclares it.
-            raise BrokerUnavailable("a queue of ours is missing; reconnecting to declare it again")
+        )
 
 
 def attempts_so_far(headers: Any) -> int:

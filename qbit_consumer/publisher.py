@@ -26,12 +26,17 @@ import attrs
 from qbit_consumer.backoff import Backoff
 from qbit_consumer.broker import Broker, Outgoing
 from qbit_consumer.config import Config
+from qbit_consumer.confirms import Sent
 from qbit_consumer.errors import BrokerUnavailable, TopologyConflict
 from qbit_consumer.events import Event
 from qbit_consumer.state import StoredEvent
 from qbit_consumer.topology import ExchangeSpec, Topology
 
 log = logging.getLogger(__name__)
+
+#: Events sent before waiting for their confirms. Large enough that a cycle's progress events
+#: cost a few round trips, small enough that a lost connection repeats little.
+BATCH_SIZE = 500
 
 
 @attrs.define
@@ -109,19 +114,21 @@ class PublishQueue:
                     self._items.append(item)
         self.wake()
 
-    def take(self) -> Item | None:
+    def take(self, limit: int = 1) -> list[Item]:
+        """Up to ``limit`` items from the head, oldest first."""
         with self._lock:
-            if not self._items:
-                return None
-            item = self._items.popleft()
-            if item.hash is not None and self._open_progress.get(item.hash) is item:
-                del self._open_progress[item.hash]
-            return item
+            taken: list[Item] = []
+            while self._items and len(taken) < limit:
+                item = self._items.popleft()
+                if item.hash is not None and self._open_progress.get(item.hash) is item:
+                    del self._open_progress[item.hash]
+                taken.append(item)
+            return taken
 
-    def put_back(self, item: Item) -> None:
-        """Return an item that could not be published to the head of the queue."""
+    def put_back(self, items: list[Item]) -> None:
+        """Return items that could not be published to the head of the queue, in order."""
         with self._lock:
-            self._items.appendleft(item)
+            self._items.extendleft(reversed(items))
 
     def wake(self) -> None:
         waker = self._waker
@@ -193,31 +200,43 @@ class PublisherThread(threading.Thread):
             self.failure = exc
 
     def _publish_until_done(self, broker: Broker) -> None:
-        exchange = self._cfg.rabbitmq.event_exchange
         while not self._done():
             self.last_beat = time.time()
-            item = self._queue.take()
-            if item is None:
+            batch = self._queue.take(BATCH_SIZE)
+            if not batch:
                 if self._stopping.is_set():
                     return
                 broker.idle(1.0)  # returns early when a producer wakes us
                 continue
-            try:
-                routed = broker.publish(
-                    exchange,
-                    item.routing_key,
-                    item.body,
-                    Outgoing(
-                        message_id=item.event_id,
-                        correlation_id=item.request_id,
-                        timestamp=int(time.time()),
-                        persistent=item.persistent,
-                    ),
+            self._publish_batch(broker, batch)
+
+    def _publish_batch(self, broker: Broker, batch: list[Item]) -> None:
+        """Send the whole batch, then wait once for all its confirms (streaming confirms)."""
+        exchange = self._cfg.rabbitmq.event_exchange
+        sent: list[tuple[Item, Sent]] = []
+        try:
+            for item in batch:
+                outgoing = Outgoing(
+                    message_id=item.event_id,
+                    correlation_id=item.request_id,
+                    timestamp=int(time.time()),
+                    persistent=item.persistent,
                 )
-            except BrokerUnavailable:
-                self._queue.put_back(item)
-                raise
-            if not routed and item.seq is not None:
+                sent.append((item, broker.send(exchange, item.routing_key, item.body, outgoing)))
+            broker.settle()
+        except BrokerUnavailable:
+            # What the broker confirmed before it went is done; the rest goes out again after
+            # the reconnect (at least once: consumers dedupe on event_id).
+            confirmed = [(item, s) for item, s in sent if s.confirmed and not s.nacked]
+            self._done_with(confirmed, exchange)
+            done = {id(item) for item, _ in confirmed}
+            self._queue.put_back([item for item in batch if id(item) not in done])
+            raise
+        self._done_with(sent, exchange)
+
+    def _done_with(self, published: list[tuple[Item, Sent]], exchange: str) -> None:
+        for item, sent in published:
+            if not sent.routed and item.seq is not None:
                 log.warning(
                     "nobody is listening for %s: no queue is bound to exchange %r for it",
                     item.routing_key,

@@ -13,8 +13,8 @@ def lifecycle(h: str, name: str, seq: int) -> Item:
 
 def drain(queue: PublishQueue) -> list[str]:
     taken = []
-    while (item := queue.take()) is not None:
-        taken.append(item.event_id)
+    while batch := queue.take():
+        taken.extend(item.event_id for item in batch)
     return taken
 
 
@@ -42,14 +42,21 @@ def test_lifecycle_events_are_never_dropped_or_merged():
     assert drain(queue) == [f"e-{i}" for i in range(50)]
 
 
-def test_an_item_put_back_after_a_failed_publish_goes_out_first():
+def test_items_put_back_after_a_failed_publish_go_out_first_in_their_order():
     queue = PublishQueue()
-    queue.put_lifecycle(
-        [lifecycle("a", "downloads.completed", 1), lifecycle("b", "downloads.removed", 2)]
-    )
-    first = queue.take()
-    queue.put_back(first)
-    assert drain(queue) == ["e-1", "e-2"]
+    queue.put_lifecycle([lifecycle(h, "downloads.removed", i) for i, h in enumerate("abcd")])
+    first_two = queue.take(2)
+    assert [item.event_id for item in first_two] == ["e-0", "e-1"]
+    queue.put_back(first_two)
+    assert drain(queue) == ["e-0", "e-1", "e-2", "e-3"]
+
+
+def test_take_returns_at_most_the_limit_oldest_first():
+    queue = PublishQueue()
+    queue.put_lifecycle([lifecycle("a", "downloads.stalled", i) for i in range(7)])
+    assert [item.event_id for item in queue.take(5)] == [f"e-{i}" for i in range(5)]
+    assert [item.event_id for item in queue.take(5)] == ["e-5", "e-6"]
+    assert queue.take(5) == []
 
 
 def test_producers_wake_the_publisher():

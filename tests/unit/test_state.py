@@ -54,7 +54,7 @@ def test_tracked_downloads_and_unconfirmed_events_survive_a_restart_with_the_sam
     assert again.snapshot()[0].stage == "completed"
     assert again.snapshot()[0].request_id == "r"
     assert again.restore_outbox() == 1
-    item = queue.take()
+    [item] = queue.take()
     assert item.event_id == event.event_id and item.body == event.to_json()
 
     again.event_published(item.seq)

@@ -1,0 +1,67 @@
+"""Streamed publisher confirms against the real broker: many messages in flight, one wait."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from qbit_consumer.broker import Broker, Outgoing
+from qbit_consumer.errors import BrokerUnavailable
+from tests.fixtures.rabbitmq import BrokerHelper
+
+
+def outgoing() -> Outgoing:
+    return Outgoing(message_id=str(uuid.uuid4()), correlation_id=None, timestamp=0, persistent=True)
+
+
+@pytest.fixture
+def broker(amqp_url: str) -> Iterator[Broker]:
+    broker = Broker(amqp_url, role="confirms test")
+    broker.connect()
+    yield broker
+    broker.close()
+
+
+@pytest.fixture
+def queue(amqp_url: str) -> Iterator[str]:
+    name = f"confirms-{uuid.uuid4().hex[:8]}"
+    helper = BrokerHelper(amqp_url)
+    helper.channel.queue_declare(name, durable=True, arguments={"x-queue-type": "quorum"})
+    yield name
+    helper.delete([name], [])
+    helper.close()
+
+
+def test_a_thousand_sent_messages_are_all_confirmed_by_one_settle(broker, queue, amqp_url):
+    sent = [broker.send("", queue, str(i).encode(), outgoing()) for i in range(1000)]
+    assert not all(s.confirmed for s in sent)  # nothing waited for yet
+    broker.settle()
+    assert all(s.confirmed and s.routed and not s.nacked for s in sent)
+    helper = BrokerHelper(amqp_url)
+    bodies = [body for _, body in helper.get_all(queue)]
+    helper.close()
+    assert bodies == [str(i).encode() for i in range(1000)]
+
+
+def test_unroutable_messages_in_a_batch_are_told_apart_from_routed_ones(broker, queue):
+    sent = []
+    for i in range(200):
+        target = queue if i % 3 else f"no-such-queue-{uuid.uuid4().hex[:6]}"
+        sent.append((target == queue, broker.send("", target, b"x", outgoing())))
+    broker.settle()
+    assert [s.routed for _, s in sent] == [routed for routed, _ in sent]
+    assert sum(1 for routed, _ in sent if not routed) == 67
+
+
+def test_publish_to_a_missing_exchange_ends_in_broker_unavailable_not_a_hang(broker):
+    broker.send(f"missing-{uuid.uuid4().hex[:6]}", "k", b"x", outgoing())
+    with pytest.raises(BrokerUnavailable):
+        broker.settle()
+    assert not broker.is_open
+
+
+def test_settle_with_nothing_in_flight_returns_at_once(broker):
+    broker.settle()
+    assert broker.publish("", f"nowhere-{uuid.uuid4().hex[:6]}", b"x", outgoing()) is False
