@@ -13,6 +13,7 @@ from typing import Any
 
 import qbittorrentapi
 
+from qbit_consumer.broker import Broker, Outgoing
 from tests.fixtures.qbittorrent import QbitProcess
 from tests.fixtures.rabbitmq import BrokerHelper, EventCollector, wait_until
 from tests.fixtures.service import TestNames, write_ini
@@ -104,9 +105,7 @@ class ServiceProcess:
         helper = BrokerHelper(self.amqp_url)
         try:
             wait_until(
-                lambda: (
-                    helper.exists(self.names.command_queue) or self.process.poll() is not None
-                ),
+                lambda: helper.exists(self.names.command_queue) or self.process.poll() is not None,
                 30,
                 "the service to declare its queue",
             )
@@ -132,15 +131,18 @@ class ServiceProcess:
 
 
 def publish_commands(amqp_url: str, exchange: str, hashes: list[str], category: str = "tv") -> None:
-    helper = BrokerHelper(amqp_url)
+    """Publish one command per hash the way a busy platform would: all of them sent, then one
+    wait for the broker's confirms (a publish-and-wait client would itself be the bottleneck
+    of a throughput benchmark)."""
+    broker = Broker(amqp_url, role="benchmark platform")
+    broker.connect()
     try:
         for infohash in hashes:
-            helper.publish(
-                exchange,
-                "downloads.add",
-                json.dumps(
-                    {"magnet": f"magnet:?xt=urn:btih:{infohash}", "category": category}
-                ).encode(),
+            body = json.dumps({"magnet": f"magnet:?xt=urn:btih:{infohash}", "category": category})
+            outgoing = Outgoing(
+                message_id=infohash, correlation_id=None, timestamp=0, persistent=True
             )
+            broker.send(exchange, "downloads.add", body.encode(), outgoing)
+        broker.settle()
     finally:
-        helper.close()
+        broker.close()

@@ -328,9 +328,11 @@ class Broker:
         channel = self._channel
         return channel.get_waiting_message_count() if channel is not None and channel.is_open else 0
 
-    def ack(self, delivery: Delivery) -> None:
+    def ack(self, delivery: Delivery, *, and_earlier: bool = False) -> None:
+        """Ack ``delivery``; with ``and_earlier``, also every unacked delivery received before
+        it on this channel (one frame for a whole batch)."""
         try:
-            self._require_channel().basic_ack(delivery.delivery_tag)
+            self._require_channel().basic_ack(delivery.delivery_tag, multiple=and_earlier)
         except _AMQP_ERRORS as exc:
             self.close()
             raise BrokerUnavailable(f"ack failed: {_describe(exc)}") from exc

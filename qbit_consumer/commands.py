@@ -140,8 +140,9 @@ class CommandHandler:
                 )
         if added and self._on_added is not None:
             self._on_added(added)  # one state-file transaction for the whole batch
-        for item in taken:
-            self._broker.ack(item.delivery)  # last: every outcome above is safe now
+        # Last: every outcome above is safe now. Deliveries are handled in the order they came,
+        # so the batch is exactly what is unacked up to its last delivery: one ack for all.
+        self._broker.ack(taken[-1].delivery, and_earlier=True)
 
     def _conclude(self, item: _Taken, outcome: AddResult | Exception) -> None:
         """The one place where an outcome becomes a broker action (the ack follows later)."""

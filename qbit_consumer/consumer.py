@@ -17,13 +17,13 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from qbit_consumer.adding import AddResult
 from qbit_consumer.backoff import Backoff
-from qbit_consumer.broker import Broker, redact_url
+from qbit_consumer.broker import Broker, Delivery, redact_url
 from qbit_consumer.commands import CommandHandler
 from qbit_consumer.config import Config
 from qbit_consumer.errors import BrokerUnavailable, TopologyConflict
@@ -33,6 +33,9 @@ from qbit_consumer.topology import build_topology
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+#: How long a burst may wait for the rest of the prefetch window to arrive (see ``_batch``).
+BATCH_LINGER_SECONDS = 0.002
 
 
 class ConsumerThread(threading.Thread):
@@ -54,6 +57,7 @@ class ConsumerThread(threading.Thread):
         self.failure: BaseException | None = None
         self._qbit_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="consumer-qbit")
         self._qbit: QbitClient | None = None
+        self._last_batch = 0  # size of the previous batch: a full one means a burst
 
     def stop(self) -> None:
         """Ask the thread to finish the command in hand and return. Any thread may call it."""
@@ -116,18 +120,39 @@ class ConsumerThread(threading.Thread):
                 for delivery in deliveries:
                     self.last_beat = time.time()
                     if delivery is not None:
-                        # Commands already waiting go to qBittorrent together (never waiting
-                        # for more): one lookup and one add call instead of one per command.
-                        batch = [delivery]
-                        broker.sleep(0)  # read what has arrived on the socket meanwhile
-                        while len(batch) < self._cfg.rabbitmq.prefetch_count and broker.waiting():
-                            more = next(deliveries)
-                            if more is None:
-                                break
-                            batch.append(more)
-                        handler.handle_batch(batch)
+                        handler.handle_batch(self._batch(broker, delivery, deliveries))
                     if self._stopping.is_set() or not self._qbit_answers():
                         break
+
+    def _batch(
+        self, broker: Broker, first: Delivery, deliveries: Iterator[Delivery | None]
+    ) -> list[Delivery]:
+        """The commands to hand to qBittorrent together with ``first``: one lookup and one add
+        call instead of one each.
+
+        A lone command goes at once. In a burst (others came with it, or the previous batch
+        filled the whole prefetch window) the broker is still streaming the rest of the window:
+        it refills the window only once the previous batch was acked. Waiting up to
+        ``BATCH_LINGER_SECONDS`` for those fills the batch, where taking only what has arrived
+        would halve it.
+        """
+        batch = [first]
+        limit = self._cfg.rabbitmq.prefetch_count
+        broker.sleep(0)  # read what has arrived on the socket meanwhile
+        deadline = time.monotonic() + BATCH_LINGER_SECONDS
+        while len(batch) < limit:
+            if broker.waiting():
+                more = next(deliveries)
+                if more is None:
+                    break
+                batch.append(more)
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or (len(batch) == 1 and self._last_batch < limit):
+                break
+            broker.idle(remaining)  # returns as soon as a delivery arrives
+        self._last_batch = len(batch)
+        return batch
 
     def _qbit_answers(self) -> bool:
         return self._qbit_status is None or self._qbit_status.up
