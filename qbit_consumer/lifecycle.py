@@ -71,7 +71,7 @@ def observe(download: Download, torrent: Torrent, now: float, stalled_after: flo
         qbit_id=download.qbit_id if torrent.id == download.qbit_id else torrent.id,
         infohash_v1=download.infohash_v1 or torrent.infohash_v1,
         infohash_v2=download.infohash_v2 or torrent.infohash_v2,
-        name=torrent.name or download.name,
+        name=download.name if torrent.name in ("", download.name) else torrent.name,
         last_state=sys.intern(torrent.state),
         last_progress=torrent.progress,
         last_completed=torrent.completed,

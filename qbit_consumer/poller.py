@@ -107,34 +107,34 @@ class PollerThread(threading.Thread):
 
     def poll_once(self, qbit: QbitClient) -> None:
         now = time.time()
+        persist_all = now - self._last_persist >= PERSIST_PROGRESS_SECONDS
         try:
-            look = self._look(qbit, now)
+            self._poll(qbit, now, persist_all)
         except TransientError as exc:
             self._missing_since.clear()  # a removal must be seen by polls that work
             self._on_failure(exc, now)
             return
-        events = self._on_success(now) + look.events
-        if now - self._last_persist >= PERSIST_PROGRESS_SECONDS:
+        if persist_all:
             self._last_persist = now
-            persist = {d.hash for d in look.updated}
-        else:
-            persist = look.changed | {e.hash for e in look.events if e.hash}
-        self._registry.record(
-            updated=look.updated, persist=persist, removed=look.gone, events=events
-        )
-        self._queue.put_progress(look.progress)
         self.cycles += 1
 
     # -- one look at qBittorrent -------------------------------------------------------------
 
-    def _look(self, qbit: QbitClient, now: float) -> _Look:
-        look = _Look()
+    def _poll(self, qbit: QbitClient, now: float, persist_all: bool) -> None:
+        """Look at the tracked downloads chunk by chunk, applying each chunk's findings at once.
+
+        Applying per chunk, not per cycle, is for memory and freshness: the publisher sends a
+        chunk's progress events while the next chunk is fetched, so the queue holds about one
+        chunk of them instead of every tracked download's (10,000 bodies are ~6 MB).
+        """
         downloads = self._registry.snapshot()
         active = [d for d in downloads if d.stage == "active"]
         checked = active + self._sweep_slice([d for d in downloads if d.stage != "active"])
+        del downloads
         if not checked:
             qbit.ping()  # nothing to track, but an outage must still be noticed
-            return look
+            self._apply(_Look(events=self._on_success(now)), persist_all)
+            return
 
         # In chunks: qBittorrent's answer for 10,000 hashes is ~15 MB of JSON; held whole,
         # it would set the service's memory high-water mark. Chunks keep it to ~1 MB.
@@ -143,15 +143,19 @@ class PollerThread(threading.Thread):
         for start in range(0, len(checked), QUERY_CHUNK):
             chunk = checked[start : start + QUERY_CHUNK]
             index = index_torrents(qbit.torrents(set().union(*(d.keys for d in chunk))))
+            look = _Look(events=self._on_success(now))  # qBittorrent answers: recovered
             for download in chunk:
                 torrent = _match(download, index)
                 if torrent is None:
                     missing.append(download)
                 else:
                     self._observe(look, download, torrent, now, stalled_after)
+            del index
+            self._apply(look, persist_all)
         if missing:
             # Removed, or re-keyed (a hybrid torrent listed under its v2 id once its metadata
             # arrived): only a full listing can tell.
+            look = _Look()
             index = index_torrents(qbit.all_torrents())
             for download in missing:
                 torrent = _match(download, index)
@@ -160,7 +164,18 @@ class PollerThread(threading.Thread):
                 elif self._confirm_removed(download, now):
                     look.events.append(removed(download))
                     look.gone.append(download.hash)
-        return look
+            self._apply(look, persist_all)
+
+    def _apply(self, look: _Look, persist_all: bool) -> None:
+        """Record what a look found (one state-file transaction) and queue its progress."""
+        if persist_all:
+            persist = {d.hash for d in look.updated}
+        else:
+            persist = look.changed | {e.hash for e in look.events if e.hash}
+        self._registry.record(
+            updated=look.updated, persist=persist, removed=look.gone, events=look.events
+        )
+        self._queue.put_progress(look.progress)
 
     def _observe(
         self, look: _Look, download: Download, torrent: Torrent, now: float, stalled_after: float

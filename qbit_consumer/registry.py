@@ -115,10 +115,12 @@ class Registry:
         ]
         with self._lock:
             current = [d for d in updated if d.hash in self._downloads and d.hash not in removed]
-            seqs = self._state.commit(
-                upsert=[d for d in current if d.hash in persist],
-                delete=[h for h in removed if h in self._downloads],
-                events=rows,
+            upsert = [d for d in current if d.hash in persist]
+            delete = [h for h in removed if h in self._downloads]
+            seqs = (
+                self._state.commit(upsert=upsert, delete=delete, events=rows)
+                if upsert or delete or rows
+                else []
             )
             for download in current:
                 self._downloads[download.hash] = download
