@@ -93,8 +93,16 @@ class ServiceProcess:
     def state_path(self) -> Path:
         return self.root / f"{self.names.command_queue}.sqlite3"
 
-    def start(self, events: bool = True) -> EventCollector | None:
-        collector = EventCollector(self.amqp_url, self.names.event_exchange) if events else None
+    def start(
+        self, events: bool = True, binding_keys: list[str] | None = None
+    ) -> EventCollector | None:
+        """Start the service; with ``events``, collect what it publishes for ``binding_keys``
+        (default: everything)."""
+        collector = (
+            EventCollector(self.amqp_url, self.names.event_exchange, binding_keys or "#")
+            if events
+            else None
+        )
         with self.log.open("a") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "qbit_consumer", "run", "--config", str(self.config)],

@@ -46,13 +46,14 @@ def tracked_steady_state(
                 updated=registry.snapshot(), persist=[d.hash for d in registry.snapshot()]
             )
         state.close()
-        events = service.start()
+        events = service.start(binding_keys=["downloads.progress"])
+        assert events is not None
         samples = []
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             samples.append(memory_mib(service.pid)[0])
             time.sleep(0.5)
-        progress = len(events.of("downloads.progress"))
+        progress = events.waiting()
         events.close()
         _, peak = memory_mib(service.pid)
         return {
@@ -74,7 +75,8 @@ def burst(root: Path, amqp_url: str, count: int = 2000) -> dict[str, float]:
     qbit.start()
     service = ServiceProcess(root, amqp_url, qbit, polling={"interval_seconds": 5})
     try:
-        events = service.start()
+        events = service.start(binding_keys=["downloads.added"])
+        assert events is not None
         idle, _ = memory_mib(service.pid)
         hashes = [secrets.token_hex(20) for _ in range(count)]
         publish_commands(amqp_url, service.names.command_exchange, hashes)
