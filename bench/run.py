@@ -78,6 +78,8 @@ def main() -> None:
         results["memory_burst"] = memory.burst(root, amqp_url, 2000)
         step("backpressure: the broker away for 60 s")
         results["backpressure"] = backpressure.broker_away(root, amqp_url, 1000, 60)
+        step("backpressure: the broker blocking publishers (memory alarm) for 60 s")
+        results["backpressure_blocked"] = backpressure.broker_blocked(root, amqp_url, 1000, 60)
     step("completion latency: 5 real downloads")
     results["completion"] = completion_latency.measure(5, 1.0, 4)
     results["total_seconds"] = time.monotonic() - started
