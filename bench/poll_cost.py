@@ -9,7 +9,10 @@ Then, alternating in the same run, K cycles of
 * naive: ``torrents/info`` without a filter, through qbittorrent-api, as most pollers do,
 
 and reports qBittorrent's CPU (utime+stime of the qbittorrent-nox process) and our process's
-CPU per cycle. Run: ``make bench-poll`` or ``.venv/bin/python -m bench.poll_cost --sizes 1000,5000``.
+CPU per cycle. ``idle_qbit`` is qBittorrent's CPU over windows as long as our polls with no
+call at all: its own background work, which grows with N whoever polls. ``floor_qbit`` is
+the cheapest question there is, ``torrents/info`` filtered to one hash: qBittorrent walks its
+whole torrent list to apply any filter, so this floor grows with N for every poller. Run: ``make bench-poll`` or ``.venv/bin/python -m bench.poll_cost --sizes 1000,5000``.
 """
 
 from __future__ import annotations
@@ -139,12 +142,17 @@ def measure(
             "naive_self": 0.0,
             "ours_wall": 0.0,
             "naive_wall": 0.0,
+            "idle_qbit": 0.0,
+            "floor_qbit": 0.0,
+            "floor_self": 0.0,
+            "floor_wall": 0.0,
         }
         pid = qbit_pid(process)
         for _ in range(cycles):
             for name, run in (
                 ("ours", lambda: poller.poll_once(ours)),
                 ("naive", naive.torrents_info),
+                ("floor", lambda: ours.torrents([tracked_active[0]])),
             ):
                 q0, s0, w0 = cpu_seconds(pid), time.process_time(), time.perf_counter()
                 run()
@@ -152,6 +160,13 @@ def measure(
                 totals[f"{name}_self"] += time.process_time() - s0
                 totals[f"{name}_qbit"] += cpu_seconds(pid) - q0
                 time.sleep(0.2)
+                if name == "ours":
+                    # qBittorrent's own background work (10,000 magnets looking for peers)
+                    # over a window as long as our poll took, with no call at all.
+                    q0, wall = cpu_seconds(pid), time.perf_counter() - w0 - 0.2
+                    time.sleep(wall)
+                    totals["idle_qbit"] += cpu_seconds(pid) - q0
+                    time.sleep(0.2)
         stages = {d.stage for d in registry.snapshot()}
         assert len(registry) == active + completed and stages == {"active", "completed"}
         return {"size": size, **{k: v / cycles * 1000 for k, v in totals.items()}}
@@ -174,7 +189,8 @@ def main() -> None:
     )
     print(
         f"{'N':>6} | {'ours qB CPU':>11} | {'naive qB CPU':>12} | {'ratio':>6} | "
-        f"{'ours self CPU':>13} | {'naive self CPU':>14} | {'ours wall':>9} | {'naive wall':>10}"
+        f"{'ours self CPU':>13} | {'naive self CPU':>14} | {'ours wall':>9} | {'naive wall':>10} | "
+        f"{'qB idle':>7} | {'1-hash floor':>12}"
     )
     with tempfile.TemporaryDirectory(prefix="qbc-bench-") as tmp:
         made = make_complete_torrents(Path(tmp), args.completed)
@@ -184,7 +200,7 @@ def main() -> None:
             print(
                 f"{size:>6} | {r['ours_qbit']:>11.1f} | {r['naive_qbit']:>12.1f} | {ratio:>5.0f}x | "
                 f"{r['ours_self']:>13.1f} | {r['naive_self']:>14.1f} | {r['ours_wall']:>9.1f} | "
-                f"{r['naive_wall']:>10.1f}",
+                f"{r['naive_wall']:>10.1f} | {r['idle_qbit']:>7.1f} | {r['floor_qbit']:>12.1f}",
                 flush=True,
             )
 

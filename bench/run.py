@@ -28,6 +28,12 @@ def plot(rows: list[dict[str, float]], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
     ax.plot(sizes, [r["naive_qbit"] for r in rows], "o-", label="naive: full torrents/info")
     ax.plot(sizes, [r["ours_qbit"] for r in rows], "s-", label="qbit-consumer")
+    ax.plot(
+        sizes,
+        [r["floor_qbit"] for r in rows],
+        "^--",
+        label="floor: torrents/info filtered to 1 hash",
+    )
     for r in rows:
         ax.annotate(
             f"{r['naive_qbit'] / r['ours_qbit']:.0f}x",
