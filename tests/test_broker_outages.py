@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.fixtures.faults import TcpProxy
+from tests.fixtures.faults import TcpProxy, broker_memory_alarm
 from tests.fixtures.rabbitmq import force_close_connections, wait_until
 from tests.fixtures.service import magnet_for, random_hash
 
@@ -96,3 +96,28 @@ def test_connections_closed_by_the_broker_are_reopened_and_work_goes_on(
         lambda: events.of("downloads.progress", hash=second), 30, "progress after reconnecting"
     )
     assert broker.get_all(names.dead_letter_queue) == []
+
+
+@pytest.mark.skipif(
+    shutil.which("rabbitmqctl") is None, reason="needs rabbitmqctl (root on the broker host)"
+)
+def test_a_broker_that_blocks_publishers_delays_lifecycle_events_and_loses_none(
+    qbittorrent, make_config, start_service, broker, names, events
+):
+    # A memory or disk alarm: the TCP connections stay up, but the broker stops reading from
+    # every connection that publishes; confirms do not come until the alarm clears.
+    start_service(make_config(qbittorrent, polling=FAST))
+    doomed = random_hash()
+    send(broker, names, doomed, "doomed")
+    events.wait_for("downloads.progress", hash=doomed)
+
+    with broker_memory_alarm():
+        qbittorrent.client().torrents_delete(delete_files=True, torrent_hashes=doomed)
+        time.sleep(6)  # the removal is confirmed (3 s) and published into a blocked connection
+        assert events.of("downloads.removed") == []
+
+    removed = events.wait_for("downloads.removed", hash=doomed, timeout=30)[0]
+    assert removed["request_id"] == "doomed"
+    of_doomed = [e["event"] for e in events.drain() if e["hash"] == doomed]
+    assert of_doomed[:2] == ["downloads.received", "downloads.added"]
+    assert of_doomed[-1] == "downloads.removed" and of_doomed.count("downloads.removed") == 1
