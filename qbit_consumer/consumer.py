@@ -22,13 +22,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from qbit_consumer.adding import AddResult
-from qbit_consumer.backoff import Backoff
 from qbit_consumer.broker import Broker, Delivery, redact_url
 from qbit_consumer.commands import CommandHandler
 from qbit_consumer.config import Config
-from qbit_consumer.errors import BrokerUnavailable, TopologyConflict
+from qbit_consumer.errors import TopologyConflict
 from qbit_consumer.messages import AddCommand
 from qbit_consumer.qbit import LoginGate, QbitClient, Reachability
+from qbit_consumer.reconnect import stay_connected
 from qbit_consumer.topology import build_topology
 
 log = logging.getLogger(__name__)
@@ -64,28 +64,17 @@ class ConsumerThread(threading.Thread):
         self._stopping.set()
 
     def run(self) -> None:
-        backoff = Backoff()
-        outage: str | None = None
         try:
-            while not self._stopping.is_set():
-                broker = Broker(self._cfg.rabbitmq.url, role="consumer")
-                try:
-                    broker.connect()
-                    broker.declare(build_topology(self._cfg.rabbitmq))
-                    if outage is not None:
-                        log.warning("consumer reconnected to RabbitMQ after: %s", outage)
-                    outage = None
-                    backoff.reset()
-                    self._consume(broker)
-                except BrokerUnavailable as exc:
-                    if outage is None:
-                        log.error("consumer lost RabbitMQ, reconnecting until it is back: %s", exc)
-                        outage = str(exc)
-                    self.last_beat = time.time()
-                    self._stopping.wait(backoff.next())
-                finally:
-                    self.connected.clear()
-                    broker.close()
+            stay_connected(
+                self._cfg.rabbitmq.url,
+                "consumer",
+                build_topology(self._cfg.rabbitmq),
+                self._consume,
+                stopped=self._stopping.is_set,
+                pause=self._pause,
+                while_away="reconnecting until it is back",
+                on_close=self.connected.clear,
+            )
         except TopologyConflict as exc:
             log.critical("cannot start: %s", exc)
             self.failure = exc
@@ -95,6 +84,10 @@ class ConsumerThread(threading.Thread):
         finally:
             self._qbit_thread.submit(self._close_qbit)
             self._qbit_thread.shutdown(wait=True, cancel_futures=False)
+
+    def _pause(self, seconds: float) -> None:
+        self.last_beat = time.time()
+        self._stopping.wait(seconds)
 
     def _consume(self, broker: Broker) -> None:
         handler = CommandHandler(

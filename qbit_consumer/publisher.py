@@ -23,12 +23,12 @@ from collections.abc import Callable
 
 import attrs
 
-from qbit_consumer.backoff import Backoff
 from qbit_consumer.broker import Broker, Outgoing
 from qbit_consumer.config import Config
 from qbit_consumer.confirms import Sent
 from qbit_consumer.errors import BrokerUnavailable, TopologyConflict
 from qbit_consumer.events import Event
+from qbit_consumer.reconnect import stay_connected
 from qbit_consumer.state import StoredEvent
 from qbit_consumer.topology import ExchangeSpec, Topology
 
@@ -164,40 +164,34 @@ class PublisherThread(threading.Thread):
         self._queue.wake()
 
     def run(self) -> None:
-        backoff = Backoff()
-        outage: str | None = None
         try:
-            while not self._done():
-                broker = Broker(self._cfg.rabbitmq.url, role="publisher")
-                try:
-                    broker.connect()
-                    # Only the event exchange: the consumer declares the rest. Declaring it
-                    # here too means events can go out even before the consumer is up.
-                    broker.declare(_event_exchange_only(self._cfg))
-                    if outage is not None:
-                        log.warning("publisher reconnected to RabbitMQ after: %s", outage)
-                    outage = None
-                    backoff.reset()
-                    self._queue.set_waker(lambda b=broker: b.call_soon_threadsafe(_nothing))
-                    self.connected.set()
-                    self._publish_until_done(broker)
-                except BrokerUnavailable as exc:
-                    if outage is None:
-                        log.error(
-                            "publisher lost RabbitMQ; events wait in memory and the outbox: %s", exc
-                        )
-                        outage = str(exc)
-                    self._sleep(backoff.next())
-                finally:
-                    self.connected.clear()
-                    self._queue.set_waker(None)
-                    broker.close()
+            stay_connected(
+                self._cfg.rabbitmq.url,
+                "publisher",
+                # Only the event exchange: the consumer declares the rest. Declaring it here
+                # too means events can go out even before the consumer is up.
+                _event_exchange_only(self._cfg),
+                self._serve,
+                stopped=self._done,
+                pause=self._sleep,
+                while_away="events wait in memory and the outbox",
+                on_close=self._disconnected,
+            )
         except TopologyConflict as exc:
             log.critical("cannot publish: %s", exc)
             self.failure = exc
         except BaseException as exc:
             log.critical("the publisher thread crashed", exc_info=True)
             self.failure = exc
+
+    def _serve(self, broker: Broker) -> None:
+        self._queue.set_waker(lambda: broker.call_soon_threadsafe(_nothing))
+        self.connected.set()
+        self._publish_until_done(broker)
+
+    def _disconnected(self) -> None:
+        self.connected.clear()
+        self._queue.set_waker(None)
 
     def _publish_until_done(self, broker: Broker) -> None:
         while not self._done():
