@@ -166,14 +166,15 @@ def measure(
             ):
                 q0, s0, w0 = cpu_seconds(pid), time.process_time(), time.perf_counter()
                 run()
-                totals[f"{name}_wall"] += time.perf_counter() - w0
+                wall = time.perf_counter() - w0
+                totals[f"{name}_wall"] += wall
                 totals[f"{name}_self"] += time.process_time() - s0
                 totals[f"{name}_qbit"] += cpu_seconds(pid) - q0
                 time.sleep(0.2)
                 if name == "ours":
                     # qBittorrent's own background work (10,000 magnets looking for peers)
                     # over a window as long as our poll took, with no call at all.
-                    q0, wall = cpu_seconds(pid), time.perf_counter() - w0 - 0.2
+                    q0 = cpu_seconds(pid)
                     time.sleep(wall)
                     totals["idle_qbit"] += cpu_seconds(pid) - q0
                     time.sleep(0.2)
