@@ -38,6 +38,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 
 from qbit_consumer.confirms import InFlight, Sent
 from qbit_consumer.errors import BrokerUnavailable, TopologyConflict
+from qbit_consumer.redact import redact_url
 from qbit_consumer.topology import Topology
 
 log = logging.getLogger(__name__)
@@ -82,15 +83,6 @@ class Outgoing:
     persistent: bool
     type: str = "event"
     content_type: str = "application/json"
-
-
-def redact_url(url: str) -> str:
-    """The URL with its password replaced, for logs and error messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
 
 
 def _parameters(url: str, connection_name: str) -> pika.URLParameters:

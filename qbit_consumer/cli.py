@@ -11,11 +11,12 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from qbit_consumer.broker import Broker, redact_url
+from qbit_consumer.broker import Broker
 from qbit_consumer.config import Config, load_config
 from qbit_consumer.errors import ConfigError, InvalidCommand, QbitConsumerError
 from qbit_consumer.logs import setup_logging
 from qbit_consumer.qbit import LoginGate, QbitClient
+from qbit_consumer.redact import redact_url
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -142,7 +143,7 @@ def check(cfg: Config) -> int:
     qbit = QbitClient(cfg.qbittorrent, LoginGate())
     try:
         app, api = qbit.version()
-        print(f"qBittorrent ok      {cfg.qbittorrent.url} ({app}, Web API {api})")
+        print(f"qBittorrent ok      {redact_url(cfg.qbittorrent.url)} ({app}, Web API {api})")
     except QbitConsumerError as exc:
         print(f"qBittorrent FAILED  {exc}")
         ok = False

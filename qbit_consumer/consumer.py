@@ -22,13 +22,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from qbit_consumer.adding import AddResult
-from qbit_consumer.broker import Broker, Delivery, redact_url
+from qbit_consumer.broker import Broker, Delivery
 from qbit_consumer.commands import CommandHandler
 from qbit_consumer.config import Config
 from qbit_consumer.errors import TopologyConflict
 from qbit_consumer.messages import AddCommand
 from qbit_consumer.qbit import LoginGate, QbitClient, Reachability
 from qbit_consumer.reconnect import stay_connected
+from qbit_consumer.redact import redact_url
 from qbit_consumer.topology import build_topology
 
 log = logging.getLogger(__name__)

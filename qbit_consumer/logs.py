@@ -1,6 +1,6 @@
 """Logging set-up: one JSON object (or one text line) per event, with hash/request_id as fields.
 
-Secrets never reach a log line: URLs are logged through ``broker.redact_url``, and the
+Secrets never reach a log line: URLs are logged through ``redact.redact_url``, and the
 qBittorrent password is only ever passed to qbittorrent-api, whose own logging redacts cookies.
 """
 

@@ -6,8 +6,8 @@ from qbit_consumer.broker import (
     BLOCKED_CONNECTION_TIMEOUT,
     HEARTBEAT_SECONDS,
     _parameters,
-    redact_url,
 )
+from qbit_consumer.redact import redact_url
 
 
 def test_amqps_verifies_the_certificate_and_host_name_by_default():
