@@ -29,6 +29,8 @@ class Tracked:
     name: str | None
     qbit_id: str
     infohash_v2: str | None
+    #: qBittorrent's added_on: which incarnation of the hash this is.
+    added_on: int | None = None
 
 
 class Registry:
@@ -75,6 +77,7 @@ class Registry:
                         last_completed=None,
                         progress_changed_at=now,
                         added_at=now,
+                        added_on=tracked.added_on,
                     )
                 )
             if new:

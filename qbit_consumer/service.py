@@ -72,6 +72,7 @@ class Service:
                         name=result.torrent.name,
                         qbit_id=result.torrent.id,
                         infohash_v2=result.torrent.infohash_v2,
+                        added_on=result.torrent.added_on or None,
                     ),
                 )
                 for command, result in added

@@ -26,7 +26,7 @@ import attrs
 
 from qbit_consumer.errors import QbitConsumerError
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS downloads (
@@ -45,7 +45,8 @@ CREATE TABLE IF NOT EXISTS downloads (
     added_at REAL NOT NULL,
     stalled INTEGER NOT NULL DEFAULT 0,
     paused INTEGER NOT NULL DEFAULT 0,
-    errored INTEGER NOT NULL DEFAULT 0
+    errored INTEGER NOT NULL DEFAULT 0,
+    added_on INTEGER
 );
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -83,6 +84,9 @@ class Download:
     stalled: bool = False
     paused: bool = False
     errored: bool = False
+    #: qBittorrent's ``added_on`` of the torrent tracked: tells this download apart from a
+    #: later one with the same hash (removed and added again). None until first seen.
+    added_on: int | None = None
 
     @property
     def keys(self) -> set[str]:
@@ -126,6 +130,8 @@ class State:
                     f"{path}: written by a newer qbit-consumer (schema {version}); upgrade it"
                 )
             self._db.executescript(_SCHEMA)
+            if version == 1:  # schema 1 had no added_on
+                self._db.execute("ALTER TABLE downloads ADD COLUMN added_on INTEGER")
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             self._db.execute("SELECT count(*) FROM downloads").fetchone()
             check = self._db.execute("PRAGMA quick_check").fetchone()[0]
