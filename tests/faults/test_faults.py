@@ -4,7 +4,8 @@
 docs/reliability.md: 1,000 commands through 5 forced connection closes, 1,000 commands through
 2 qBittorrent restarts, and SIGKILLs of the service in the middle of real downloads. Each test
 prints its figures: commands sent / torrents added (each once) / added events / DLQ entries /
-completions per download.
+completions per download. One more test checks that the suite's own broker clients outlive
+the idle stretches these tests leave them in.
 """
 
 from __future__ import annotations
@@ -15,10 +16,16 @@ import signal
 import threading
 import time
 from collections import Counter
+from urllib.parse import urlsplit
 
 import pytest
 
-from tests.fixtures.rabbitmq import BrokerHelper, force_close_connections, wait_until
+from tests.fixtures.rabbitmq import (
+    BrokerHelper,
+    EventCollector,
+    force_close_connections,
+    wait_until,
+)
 from tests.fixtures.service import magnet_for, random_hash, service_ini, spawn_service
 
 pytestmark = pytest.mark.live
@@ -89,6 +96,35 @@ def settle(qbit, broker, names, events, hashes, timeout):
         "commands_without_added": len(set(hashes) - set(added)),
         "dlq_entries": broker.message_count(names.dead_letter_queue),
     }
+
+
+def with_heartbeat(url: str, seconds: int) -> str:
+    parts = urlsplit(url)
+    query = "&".join(q for q in (parts.query, f"heartbeat={seconds}") if q)
+    return parts._replace(query=query).geturl()
+
+
+def test_test_clients_survive_idling_past_the_heartbeat_timeout(broker, names, amqp_url):
+    """The fault tests leave their helpers idle for minutes (threads publish, qBittorrent
+    restarts) while pika answers heartbeats only inside its own calls: the broker drops such a
+    client. Here a 2 s heartbeat and 8 s of sleep make that happen; what was published
+    meanwhile must still be counted and collected."""
+    url = with_heartbeat(amqp_url, 2)
+    broker.channel.queue_declare(names.command_queue, durable=True)
+    idle_helper = BrokerHelper(url)
+    idle_events = EventCollector(url, names.event_exchange)
+    try:
+        time.sleep(8)
+        broker.publish("", names.command_queue, b"sent while the helper slept")
+        event = {"event": "downloads.added", "event_id": "idle-1"}
+        broker.publish(names.event_exchange, "downloads.added", json.dumps(event).encode())
+
+        assert idle_helper.message_count(names.command_queue) == 1
+        assert idle_events.wait_for("downloads.added", timeout=5) == [event]
+        assert idle_helper.reconnects == idle_events.reconnects == 1  # the broker did drop them
+    finally:
+        idle_events.close()
+        idle_helper.close()
 
 
 def test_commands_survive_connections_force_closed_by_the_broker(
