@@ -126,8 +126,7 @@ def measure(
                     )
                 ]
             )
-        queue = PublishQueue()
-        poller = PollerThread(cfg, registry, queue, LoginGate())
+        poller = PollerThread(cfg, registry, LoginGate())
         ours = QbitClient(cfg.qbittorrent, LoginGate())
         poller.poll_once(ours)  # first cycle marks the complete ones complete
         naive = qbittorrentapi.Client(

@@ -31,13 +31,14 @@ from urllib.parse import urlsplit
 import attrs
 import pika
 import pika.channel
+import pika.data
 import pika.exceptions
 import pika.frame
 import pika.spec
 from pika.adapters.blocking_connection import BlockingChannel
 
 from qbit_consumer.confirms import InFlight, Sent
-from qbit_consumer.errors import BrokerUnavailable, TopologyConflict
+from qbit_consumer.errors import BrokerUnavailable, ShuttingDown, TopologyConflict
 from qbit_consumer.redact import redact_url
 from qbit_consumer.topology import Topology
 
@@ -110,7 +111,6 @@ class Broker:
         self._channel: BlockingChannel | None = None
         self._publisher: pika.channel.Channel | None = None
         self._inflight = InFlight()
-        self._nacks = 0
         self._settling = False
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -135,7 +135,6 @@ class Broker:
     ) -> None:
         self._publisher = channel._impl  # private: see the module docstring
         self._inflight = InFlight()
-        self._nacks = 0
         selected: list[bool] = []
 
         def on_select_ok(_frame: pika.frame.Method) -> None:
@@ -153,8 +152,6 @@ class Broker:
     def _on_confirm(self, frame: pika.frame.Method) -> None:
         method = frame.method
         ok = isinstance(method, pika.spec.Basic.Ack)
-        if not ok:
-            self._nacks += 1
         self._inflight.confirm(method.delivery_tag, multiple=bool(method.multiple), ok=ok)
         if self._settling and not self._inflight and self._connection is not None:
             self._connection.call_later(0, _nothing)  # ends settle's wait at once
@@ -335,10 +332,11 @@ class Broker:
         """Publish with ``mandatory`` and wait for the confirm; True once confirmed and routed.
 
         False means the broker confirmed the message but no queue was bound for it.
-        :raises BrokerUnavailable: no confirm (connection lost, or the broker nacked).
+        :raises BrokerUnavailable: no confirm (connection lost), or the broker refused it.
         """
         sent = self.send(exchange, routing_key, body, props)
         self.settle()
+        _raise_if_refused(sent)
         return sent.routed
 
     def send(self, exchange: str, routing_key: str, body: bytes, props: Outgoing) -> Sent:
@@ -366,6 +364,7 @@ class Broker:
         """``resend``, then wait for its confirm; True once confirmed and routed."""
         sent = self.resend(delivery, routing_key, extra_headers, drop_headers)
         self.settle()
+        _raise_if_refused(sent)
         return sent.routed
 
     def resend(
@@ -376,30 +375,12 @@ class Broker:
         drop_headers: Callable[[str], bool] | None = None,
     ) -> Sent:
         """Copy a delivery into ``routing_key`` (through the default exchange, straight to that
-        queue) with every property and the body unchanged, plus ``extra_headers`` and minus the
-        headers ``drop_headers`` picks. Does not wait: ``settle`` does."""
-        original = delivery.properties
-        kept = original.headers or {}
-        if drop_headers is not None:
-            kept = {k: v for k, v in kept.items() if not drop_headers(k)}
-        headers = dict(kept)
-        properties = pika.BasicProperties(
-            content_type=original.content_type,
-            content_encoding=original.content_encoding,
-            headers={**headers, **extra_headers},
-            delivery_mode=original.delivery_mode,
-            priority=original.priority,
-            correlation_id=original.correlation_id,
-            reply_to=original.reply_to,
-            expiration=original.expiration,
-            message_id=original.message_id,
-            timestamp=original.timestamp,
-            type=original.type,
-            user_id=original.user_id,
-            app_id=original.app_id,
-            cluster_id=original.cluster_id,
+        queue): the body unchanged, every property kept except those ``copy_properties`` moves
+        into headers, plus ``extra_headers`` and minus the headers ``drop_headers`` picks.
+        Does not wait: ``settle`` does."""
+        return self._send(
+            "", routing_key, delivery.body, copy_properties(delivery, extra_headers, drop_headers)
         )
-        return self._send("", routing_key, delivery.body, properties)
 
     def _send(
         self, exchange: str, routing_key: str, body: bytes, properties: pika.BasicProperties
@@ -420,8 +401,10 @@ class Broker:
         Afterwards each ``Sent`` says whether it was routed. Waiting has no deadline of its
         own: a dead broker is noticed by the heartbeat, a blocked one by the blocked-connection
         timeout, and both end the wait with ``BrokerUnavailable``.
-        :raises BrokerUnavailable: the connection or channel was lost, or the broker nacked a
-            message (it could not take it; nothing sent since the last settle is then safe).
+        A message the broker refused (a nack: a queue with ``reject-publish`` is full, or a
+        queue process failed) is marked ``nacked``; the connection stays up and the caller
+        decides what becomes of it.
+        :raises BrokerUnavailable: the connection or channel was lost.
         """
         connection, channel = self._connection, self._channel
         if connection is None or channel is None:
@@ -437,24 +420,24 @@ class Broker:
             raise BrokerUnavailable(f"publishing failed: {_describe(exc)}") from exc
         finally:
             self._settling = False
-        if self._nacks:
-            # The broker could not take a message (an internal error in a queue process);
-            # treat it like a lost connection: reconnect and redo.
-            self.close()
-            raise BrokerUnavailable("the broker refused a message (nack)")
 
     # -- waiting without starving heartbeats -----------------------------------------------
 
-    def wait_for(self, future: concurrent.futures.Future[T]) -> T:
+    def wait_for(
+        self, future: concurrent.futures.Future[T], stopping: Callable[[], bool] = lambda: False
+    ) -> T:
         """The future's result, while keeping this connection's heartbeats and I/O going.
 
         The connection's thread must never sit in a long blocking call: pika's
         BlockingConnection only sends heartbeats inside its own calls.
+        :raises ShuttingDown: ``stopping()`` became true first; the future is abandoned.
         """
         while True:
             try:
                 return future.result(timeout=0.05)
             except concurrent.futures.TimeoutError:
+                if stopping():
+                    raise ShuttingDown("stopping while waiting for qBittorrent") from None
                 self.sleep(0)
 
     def sleep(self, seconds: float) -> None:
@@ -497,6 +480,72 @@ class Broker:
         if self._channel is None or not self._channel.is_open:
             raise BrokerUnavailable("not connected")
         return self._channel
+
+
+def copy_properties(
+    delivery: Delivery,
+    extra_headers: Mapping[str, Any],
+    drop_headers: Callable[[str], bool] | None = None,
+) -> pika.BasicProperties:
+    """The properties of a retry or dead-letter copy of ``delivery``.
+
+    A copy must always be publishable and must not vanish, so three things are not copied as
+    they are (RabbitMQ's own dead-lettering does the same for ``expiration``):
+
+    * ``user_id``: RabbitMQ refuses a publish whose user_id is not the connection's user, and
+      closes the channel: a command from another user could never be dead-lettered.
+    * ``expiration``: the copy would silently expire from the dead-letter queue.
+    * the ``CC``/``BCC`` headers (sender-selected distribution): through the default exchange
+      they name queues, so a copy would also land there, even back in the command queue.
+
+    Each is kept in an ``x-original-*`` header instead. Copies are persistent whatever the
+    original's ``delivery_mode`` (a transient original keeps it in ``x-original-delivery-mode``).
+    A header value pika can read but not write back (a float, a decimal or integer out of its
+    range, as other clients send them) is kept as its text: raising would make the copy, and
+    so the command, impossible to settle.
+    """
+    original = delivery.properties
+    headers = dict(original.headers or {})
+    if drop_headers is not None:
+        headers = {k: v for k, v in headers.items() if not drop_headers(k)}
+    moved = {
+        "x-original-user-id": original.user_id,
+        "x-original-expiration": original.expiration,
+        "x-original-cc": headers.pop("CC", None),
+        "x-original-bcc": headers.pop("BCC", None),
+    }
+    if original.delivery_mode not in (None, pika.DeliveryMode.Persistent.value):
+        moved["x-original-delivery-mode"] = original.delivery_mode
+    headers.update({k: v for k, v in moved.items() if v is not None})
+    headers.update(extra_headers)
+    headers = {key: _writable(key, value) for key, value in headers.items()}
+    return pika.BasicProperties(
+        content_type=original.content_type,
+        content_encoding=original.content_encoding,
+        headers=headers,
+        delivery_mode=pika.DeliveryMode.Persistent,
+        priority=original.priority,
+        correlation_id=original.correlation_id,
+        reply_to=original.reply_to,
+        message_id=original.message_id,
+        timestamp=original.timestamp,
+        type=original.type,
+        app_id=original.app_id,
+        cluster_id=original.cluster_id,
+    )
+
+
+def _writable(key: str, value: Any) -> Any:
+    try:
+        pika.data.encode_table([], {key: value})
+    except Exception:  # pika's encoder raises several types (struct.error among them)
+        return repr(value)
+    return value
+
+
+def _raise_if_refused(sent: Sent) -> None:
+    if sent.nacked:
+        raise BrokerUnavailable(f"the broker refused a message for '{sent.routing_key}' (nack)")
 
 
 def _nothing() -> None:

@@ -16,7 +16,7 @@ from qbit_consumer.config import Config, load_config
 from qbit_consumer.errors import ConfigError, InvalidCommand, QbitConsumerError
 from qbit_consumer.logs import setup_logging
 from qbit_consumer.qbit import LoginGate, QbitClient
-from qbit_consumer.redact import redact_url
+from qbit_consumer.redact import config_secrets, redact_url
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -99,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(cfg: Config) -> int:
-    setup_logging(cfg.logging)
+    setup_logging(cfg.logging, config_secrets(cfg))
     for warning in cfg.warnings:
         logging.getLogger("qbit_consumer").warning(warning)
     from qbit_consumer.service import run_service

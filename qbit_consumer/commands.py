@@ -1,4 +1,4 @@
-"""Carrying out one ``downloads.add`` command, and deciding what becomes of the message.
+"""Carrying out ``downloads.add`` commands, and deciding what becomes of each message.
 
 This is the one place where our error types turn into broker actions:
 
@@ -6,16 +6,23 @@ This is the one place where our error types turn into broker actions:
 outcome                what happens to the message
 =====================  ===============================================================
 added (or duplicate)   ``received`` + ``added`` confirmed, then ack
-``InvalidCommand``     copy to the DLQ (confirmed), ``failed`` event, then ack
+``InvalidCommand``     copy to the DLQ; once it is confirmed, ``failed``; then ack
 ``TransientError``     copy to the retry queue (confirmed), then ack; on the last
                        attempt copy to the DLQ as ``retries_exhausted`` instead
 ``BrokerUnavailable``  no ack: the broker redelivers it after we reconnect
+``ShuttingDown``       no ack: the command goes back to the queue when we close
 =====================  ===============================================================
 
 "Confirmed" is awaited once per batch: everything a batch publishes goes out without waiting,
-then one ``settle`` waits for all of its confirms. The ack always comes after that, so a crash
-anywhere leaves the message in RabbitMQ; a redelivered command whose torrent was already added
-is answered as a duplicate.
+then one ``settle`` waits for all of its confirms; the ``failed`` events of dead-lettered
+commands follow in a second round, because a ``failed`` event must never go out for a copy the
+dead-letter queue did not take. The ack always comes last, so a crash anywhere leaves the
+message in RabbitMQ; a redelivered command whose torrent was already added is answered as a
+duplicate.
+
+A copy the broker refuses (a nack: a dead-letter or retry queue with a ``reject-publish``
+length limit, or a failing queue) is neither acked nor dropped: its command is held, unacked,
+and its copy is offered again with a growing pause, while the other commands go on.
 """
 
 from __future__ import annotations
@@ -33,19 +40,27 @@ from qbit_consumer.broker import Broker, Delivery, Outgoing
 from qbit_consumer.config import Config
 from qbit_consumer.confirms import Sent
 from qbit_consumer.errors import (
+    INVALID_MESSAGE,
     RETRIES_EXHAUSTED,
     BrokerUnavailable,
     InvalidCommand,
+    ShuttingDown,
     TransientError,
 )
 from qbit_consumer.events import Added, Event, Failed, Received, now_rfc3339
 from qbit_consumer.messages import AddCommand, CommandContext, parse_command
+from qbit_consumer.poison import PoisonGuard
 from qbit_consumer.qbit import QbitClient
+from qbit_consumer.reconnect import Backoff
+from qbit_consumer.state import StateUnavailable
+from qbit_consumer.topology import REDECLARE_SECONDS, REROUTE_AFTER_SECONDS, Topology
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 ATTEMPTS_HEADER: Final = "x-attempts"
+#: Pauses between offers of a refused copy: from 1 s up to this many seconds.
+REFUSED_BACKOFF_CAP_SECONDS: Final = 60.0
 
 
 class QbitRunner(Protocol):
@@ -55,7 +70,17 @@ class QbitRunner(Protocol):
     def __call__(self, work: Callable[[QbitClient], T]) -> Future[T]: ...
 
 
-@attrs.define
+@attrs.frozen
+class _Copy:
+    """Where a command's message goes instead of being acked, and what follows it there."""
+
+    queue: str
+    headers: dict[str, Any]
+    failed: Failed | None  # published once the copy is confirmed (dead letters only)
+    log_line: str
+
+
+@attrs.define(eq=False)  # compared by identity: two equal commands are still two messages
 class _Taken:
     """One delivery of a batch and what is known of it."""
 
@@ -63,6 +88,8 @@ class _Taken:
     attempt: int
     context: CommandContext
     command: AddCommand | None = None
+    copy: _Copy | None = None
+    sent: Sent | None = None
 
 
 class CommandHandler:
@@ -73,82 +100,233 @@ class CommandHandler:
         cfg: Config,
         broker: Broker,
         run_qbit: QbitRunner,
+        *,
+        topology: Topology,
+        guard: PoisonGuard,
+        stopping: Callable[[], bool],
         on_added: Callable[[list[tuple[AddCommand, AddResult]]], None] | None = None,
     ) -> None:
         self._cfg = cfg
         self._broker = broker
         self._run_qbit = run_qbit
+        self._topology = topology
+        self._guard = guard
+        self._stopping = stopping
         self._on_added = on_added
-        # What the batch in hand has sent: our own message copies and the events.
-        self._copies: list[Sent] = []
-        self._events: list[Sent] = []
+        self._events: list[tuple[Event, Sent]] = []  # what the batch in hand has published
+        self._declared_at = time.monotonic()  # the connection declared it just before
+        self._rerouted_at = -REROUTE_AFTER_SECONDS
+        # Commands whose copy the broker refused: unacked, offered again after a pause.
+        self._held: list[_Taken] = []
+        self._held_backoff = Backoff(base=1.0, cap=REFUSED_BACKOFF_CAP_SECONDS)
+        self._held_next_try = 0.0
 
-    def handle(self, delivery: Delivery) -> None:
-        self.handle_batch([delivery])
+    @property
+    def held(self) -> int:
+        return len(self._held)
 
     def handle_batch(self, deliveries: list[Delivery]) -> None:
         """Carry out commands that arrived together; each is acked once its outcome is safe.
 
-        Every event and message copy of the batch is sent without waiting, and one ``settle``
-        waits for all their confirms before any ack: one confirm round trip per batch.
+        A redelivered command comes alone (see ``consumer``): if the process died while it
+        was in hand alone before, it is dead-lettered without being looked at again.
         """
+        guarded = len(deliveries) == 1 and deliveries[0].redelivered
+        try:
+            self._handle(deliveries, guarded)
+        except (BrokerUnavailable, ShuttingDown):
+            # Not a crash: the command goes back to the queue without blame.
+            if guarded:
+                self._guard.release()
+            raise
+        if guarded:
+            self._guard.release()
+
+    def _handle(self, deliveries: list[Delivery], guarded: bool) -> None:
         taken = [_Taken(d, attempts_so_far(d.headers) + 1, CommandContext()) for d in deliveries]
         log.debug("handling %d command(s)", len(taken))
-        self._copies, self._events = [], []
-        valid: list[_Taken] = []
-        for item in taken:
-            try:
-                item.command = parse_command(
-                    item.delivery.body,
-                    correlation_id=item.delivery.correlation_id,
-                    message_id=item.delivery.message_id,
-                    categories=self._cfg.categories,
-                    context=item.context,
-                )
-            except InvalidCommand as exc:
-                self._conclude(item, exc)
-                continue
-            valid.append(item)
-        added: list[tuple[AddCommand, AddResult]] = []
-        if valid:
-            commands = [item.command for item in valid if item.command is not None]
-            categories = self._cfg.categories
-            # qBittorrent works while the `received` events go out.
-            adding = self._run_qbit(
-                lambda qbit: add_downloads(qbit, commands, categories.__getitem__)
+        self._events = []
+        if guarded and self._guard.killed_before(taken[0].delivery):
+            self._dead_letter(
+                taken[0],
+                RETRIES_EXHAUSTED,
+                "the service stopped unexpectedly twice while handling this command "
+                "(a crash or a kill); it is not tried again",
             )
-            for item in valid:
-                if item.attempt == 1 and item.command is not None:
-                    self._send(_received(item.command))
-            outcomes = self._broker.wait_for(adding)
-            for item, outcome in zip(valid, outcomes, strict=True):
-                self._conclude(item, outcome)
-                if isinstance(outcome, AddResult) and item.command is not None:
-                    added.append((item.command, outcome))
-        self._broker.settle()
-        if not all(copy.routed for copy in self._copies):
-            # Our own retry/dead-letter queue is gone (deleted by hand?): the message must not
-            # be acked. BrokerUnavailable makes the consumer reconnect, which redeclares it.
-            raise BrokerUnavailable("a queue of ours is missing; reconnecting to declare it again")
-        for event in self._events:
-            if not event.routed:
-                log.warning(
-                    "nobody is listening for %s: no queue is bound to exchange %r for it",
-                    event.routing_key,
-                    event.exchange,
-                    extra={"routing_key": event.routing_key},
-                )
+            valid: list[_Taken] = []
+        else:
+            if guarded:
+                self._guard.hold(taken[0].delivery)
+            valid = [item for item in taken if self._parse(item)]
+        added = self._add(valid) if valid else []
+        self._finish(taken)
         if added and self._on_added is not None:
-            self._on_added(added)  # one state-file transaction for the whole batch
-        # Last: every outcome above is safe now. Deliveries are handled in the order they came,
-        # so the batch is exactly what is unacked up to its last delivery: one ack for all.
-        self._broker.ack(taken[-1].delivery, and_earlier=True)
+            self._record(added)
+        self._ack([item for item in taken if item not in self._held])
+
+    def tend(self) -> None:
+        """Between batches: offer held copies again, and declare the topology again when due
+        (RabbitMQ tells nobody that a binding was deleted)."""
+        if time.monotonic() - self._declared_at >= REDECLARE_SECONDS:
+            self._declare()
+        self._retry_held()
+
+    def _declare(self) -> None:
+        self._broker.declare(self._topology)
+        self._declared_at = time.monotonic()
+
+    def _retry_held(self) -> None:
+        """Offer the copies of held commands again, once their pause is over."""
+        if not self._held or time.monotonic() < self._held_next_try:
+            return
+        held, self._held = self._held, []
+        self._events = []
+        self._finish(held)
+        self._ack([item for item in held if item not in self._held])
+
+    # -- the steps of a batch --------------------------------------------------------------
+
+    def _parse(self, item: _Taken) -> bool:
+        try:
+            item.command = parse_command(
+                item.delivery.body,
+                correlation_id=item.delivery.correlation_id,
+                message_id=item.delivery.message_id,
+                categories=self._cfg.categories,
+                context=item.context,
+            )
+        except InvalidCommand as exc:
+            self._conclude(item, exc)
+            return False
+        except Exception as exc:  # a body our parser did not foresee: never a crash
+            log.exception("reading a command failed unexpectedly; dead-lettering it")
+            item.context = CommandContext(request_id=item.context.request_id)
+            self._dead_letter(
+                item, INVALID_MESSAGE, f"the command could not be read ({type(exc).__name__})"
+            )
+            return False
+        return True
+
+    def _add(self, valid: list[_Taken]) -> list[tuple[AddCommand, AddResult]]:
+        commands = [item.command for item in valid if item.command is not None]
+        categories = self._cfg.categories
+        # qBittorrent works while the `received` events go out.
+        adding = self._run_qbit(lambda qbit: add_downloads(qbit, commands, categories.__getitem__))
+        for item in valid:
+            if item.attempt == 1 and item.command is not None:
+                self._send(_received(item.command))
+        outcomes = self._broker.wait_for(adding, self._stopping)
+        added: list[tuple[AddCommand, AddResult]] = []
+        for item, outcome in zip(valid, outcomes, strict=True):
+            self._conclude(item, outcome)
+            if isinstance(outcome, AddResult) and item.command is not None:
+                added.append((item.command, outcome))
+        return added
+
+    def _record(self, added: list[tuple[AddCommand, AddResult]]) -> None:
+        """Start tracking what this batch added (one state-file transaction), before the ack.
+
+        While the state file cannot be written the acks wait here, the connection serviced:
+        acked but unrecorded, a download would be forgotten by a restart; unacked, its command
+        comes back after one and is answered as a duplicate.
+        """
+        assert self._on_added is not None
+        waiting = False
+        while True:
+            try:
+                self._on_added(added)
+                return
+            except StateUnavailable as exc:
+                if not waiting:
+                    log.error(
+                        "the state file cannot be written (%s): %d command(s) stay unacked "
+                        "until it can",
+                        exc.reason,
+                        len(added),
+                    )
+                    waiting = True
+            if self._stopping():
+                raise ShuttingDown("stopping while the state file cannot be written")
+            self._broker.sleep(1.0)
+
+    def _finish(self, items: list[_Taken]) -> None:
+        """Send the copies, wait for every confirm, then the ``failed`` events of the copies
+        the dead-letter queue took. Refused copies put their command on hold."""
+        copies = [item for item in items if item.copy is not None]
+        for item in copies:
+            assert item.copy is not None
+            item.sent = self._broker.resend(item.delivery, item.copy.queue, item.copy.headers)
+        self._broker.settle()
+        if any(not item.sent.routed for item in copies if item.sent is not None):
+            # A queue of ours is gone (deleted by hand?): declare it again, offer at once.
+            log.warning("a retry or dead-letter queue is missing; declaring the topology again")
+            self._declare()
+        refused = [item for item in copies if item.sent and not _safe(item.sent)]
+        taken = [item for item in copies if item not in refused]
+        for item in taken:
+            assert item.copy is not None
+            log.warning(item.copy.log_line, extra=_log_fields(item))
+            if item.copy.failed is not None:
+                self._send(item.copy.failed)
+        self._broker.settle()
+        self._reroute_events()
+        self._hold(refused, any(item.sent and item.sent.nacked for item in refused))
+
+    def _hold(self, refused: list[_Taken], nacked: bool) -> None:
+        if not refused:
+            if self._held_next_try and not self._held:
+                log.warning("the retry and dead-letter queues take messages again")
+                self._held_backoff.reset()
+                self._held_next_try = 0.0
+            return
+        if not self._held and not self._held_next_try:
+            log.error(
+                "RabbitMQ refuses copies for the retry or dead-letter queue (a length limit "
+                "with reject-publish, or a resource alarm?): %d command(s) stay unacked and "
+                "are offered again with a growing pause; other commands go on",
+                len(refused),
+            )
+        self._held.extend(refused)
+        pause = self._held_backoff.next() if nacked else 0.0
+        self._held_next_try = time.monotonic() + pause
+
+    def _ack(self, done: list[_Taken]) -> None:
+        """Deliveries are taken in order, so when nothing is held the batch is exactly what
+        is unacked up to its last delivery: one ack for all. Otherwise one ack each."""
+        if not done:
+            return
+        if not self._held:
+            self._broker.ack(done[-1].delivery, and_earlier=True)
+            return
+        for item in done:
+            self._broker.ack(item.delivery)
+
+    def _reroute_events(self) -> None:
+        """Events no queue took: the event exchange may have been deleted and declared again
+        without its bindings (the platform's). Declare ours again and send them once more;
+        what is still unroutable then has nobody listening."""
+        unrouted = [event for event, sent in self._events if not sent.routed]
+        self._events = []
+        if unrouted and time.monotonic() - self._rerouted_at >= REROUTE_AFTER_SECONDS:
+            self._rerouted_at = time.monotonic()
+            self._declare()
+            for event in unrouted:
+                self._send(event)
+            self._broker.settle()
+            unrouted = [event for event, sent in self._events if not sent.routed]
+            self._events = []
+        for event in unrouted:
+            log.warning(
+                "nobody is listening for %s: no queue is bound to exchange %r for it",
+                event.routing_key,
+                self._cfg.rabbitmq.event_exchange,
+                extra={"routing_key": event.routing_key},
+            )
+
+    # -- outcomes --------------------------------------------------------------------------
 
     def _conclude(self, item: _Taken, outcome: AddResult | Exception) -> None:
         """The one place where an outcome becomes a broker action (the ack follows later)."""
-        fields: dict[str, Any] = {"attempt": item.attempt, "request_id": item.context.request_id}
-        if item.context.magnet is not None:
-            fields["hash"] = item.context.magnet.hash
         if isinstance(outcome, AddResult):
             assert item.command is not None
             self._send(_added(item.command, outcome))
@@ -156,7 +334,7 @@ class CommandHandler:
                 "added %s%s",
                 outcome.torrent.name,
                 " (already in qBittorrent)" if outcome.duplicate else "",
-                extra={**fields, "duplicate": outcome.duplicate},
+                extra={**_log_fields(item), "duplicate": outcome.duplicate},
             )
         elif isinstance(outcome, InvalidCommand):
             self._dead_letter(item, outcome.reason, outcome.detail)
@@ -165,39 +343,30 @@ class CommandHandler:
                 detail = f"gave up after {item.attempt} attempts; the last one failed: {outcome}"
                 self._dead_letter(item, RETRIES_EXHAUSTED, detail)
             else:
-                self._retry(item, str(outcome), fields)
+                self._retry(item, str(outcome))
         else:
             raise outcome
 
-    # -- outcomes --------------------------------------------------------------------------
-
-    def _retry(self, item: _Taken, error: str, fields: dict[str, Any]) -> None:
-        headers = {ATTEMPTS_HEADER: item.attempt, "x-last-error": error}
-        self._copies.append(
-            self._broker.resend(item.delivery, self._cfg.rabbitmq.retry_queue, headers)
-        )
-        log.warning(
-            "attempt %d of %d failed, retrying in %g s: %s",
-            item.attempt,
-            self._cfg.rabbitmq.max_attempts,
-            self._cfg.rabbitmq.retry_delay_seconds,
-            error,
-            extra=fields,
+    def _retry(self, item: _Taken, error: str) -> None:
+        item.copy = _Copy(
+            self._cfg.rabbitmq.retry_queue,
+            {ATTEMPTS_HEADER: item.attempt, "x-last-error": error},
+            None,
+            f"attempt {item.attempt} of {self._cfg.rabbitmq.max_attempts} failed, retrying "
+            f"in {self._cfg.rabbitmq.retry_delay_seconds:g} s: {error}",
         )
 
     def _dead_letter(self, item: _Taken, reason: str, detail: str) -> None:
-        headers = {
-            "x-error-reason": reason,
-            "x-error-detail": detail,
-            ATTEMPTS_HEADER: item.attempt,
-            "x-failed-at": now_rfc3339(),
-        }
-        self._copies.append(
-            self._broker.resend(item.delivery, self._cfg.rabbitmq.dead_letter_queue, headers)
-        )
         context = item.context
         magnet = context.magnet
-        self._send(
+        item.copy = _Copy(
+            self._cfg.rabbitmq.dead_letter_queue,
+            {
+                "x-error-reason": reason,
+                "x-error-detail": detail,
+                ATTEMPTS_HEADER: item.attempt,
+                "x-failed-at": now_rfc3339(),
+            },
             Failed(
                 request_id=context.request_id,
                 hash=magnet.hash if magnet else None,
@@ -206,33 +375,40 @@ class CommandHandler:
                 category=context.category,
                 reason=reason,
                 detail=detail,
-            )
-        )
-        log.warning(
-            "dead-lettered a command: %s: %s",
-            reason,
-            detail,
-            extra={
-                "reason": reason,
-                "request_id": context.request_id,
-                "hash": magnet.hash if magnet else None,
-            },
+            ),
+            f"dead-lettered a command: {reason}: {detail}",
         )
 
     def _send(self, event: Event) -> None:
         self._events.append(
-            self._broker.send(
-                self._cfg.rabbitmq.event_exchange,
-                event.routing_key,
-                event.to_json(),
-                Outgoing(
-                    message_id=event.event_id,
-                    correlation_id=event.request_id,
-                    timestamp=int(time.time()),
-                    persistent=event.persistent,
+            (
+                event,
+                self._broker.send(
+                    self._cfg.rabbitmq.event_exchange,
+                    event.routing_key,
+                    event.to_json(),
+                    Outgoing(
+                        message_id=event.event_id,
+                        correlation_id=event.request_id,
+                        timestamp=int(time.time()),
+                        persistent=event.persistent,
+                    ),
                 ),
             )
         )
+
+
+def _safe(sent: Sent) -> bool:
+    return sent.confirmed and not sent.nacked and sent.routed
+
+
+def _log_fields(item: _Taken) -> dict[str, Any]:
+    fields: dict[str, Any] = {"attempt": item.attempt, "request_id": item.context.request_id}
+    if item.context.magnet is not None:
+        fields["hash"] = item.context.magnet.hash
+    if item.copy is not None and item.copy.failed is not None:
+        fields["reason"] = item.copy.failed.reason
+    return fields
 
 
 def attempts_so_far(headers: Any) -> int:

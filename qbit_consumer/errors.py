@@ -8,6 +8,7 @@ enter our code, so that the rest of the service decides what to do from the exce
 * ``TransientError``: it may work later; the command goes through the retry queue.
 * ``BrokerUnavailable``: the RabbitMQ connection is gone; reconnect and carry on.
 * ``TopologyConflict``: a queue or exchange exists with other arguments; stop, delete nothing.
+* ``ShuttingDown``: the service is stopping; the work in hand is abandoned, its message unacked.
 
 The one place that maps these onto ack / retry / dead-letter is ``qbit_consumer.commands``.
 """
@@ -74,3 +75,9 @@ class TopologyConflict(QbitConsumerError):
 
     Fatal on purpose: redeclaring or deleting it could lose the self-hoster's messages.
     """
+
+
+class ShuttingDown(QbitConsumerError):
+    """The service is stopping while a command waits for qBittorrent: the call is abandoned and
+    the command stays unacked, so RabbitMQ hands it out again (SIGTERM must end the process
+    within 10 s even when a qBittorrent call hangs)."""

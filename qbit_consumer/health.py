@@ -1,24 +1,42 @@
 """Liveness for Docker's HEALTHCHECK, without an HTTP endpoint.
 
 The running service's main thread writes a small JSON file next to the state file every few
-seconds: when each thread last went round its loop, and whether the broker connections are
-up. ``qbit-consumer healthcheck`` reads it and exits 1 when the file is stale (the process is
-gone or its main loop is stuck), when a thread has not gone round its loop for too long (stuck
-in a call), or when a broker connection has been down for too long.
+seconds: when each thread last went round its loop, whether the broker connections are up,
+and whether the state file can be written. ``qbit-consumer healthcheck`` reads it and exits 1
+when the file is stale (the process is gone or its main loop is stuck), when a thread has not
+gone round its loop for too long (stuck in a call), when a broker connection has been down
+for too long, or when the state file cannot be written.
+
+Every duration is measured on ``time.monotonic()``: on Linux that clock is system-wide, so
+the healthcheck (another process) can compare with it, and a jump of the wall clock (NTP, a
+NAS without a battery) cannot make a healthy service look stuck. ``written_at`` is wall-clock
+time, only for people reading the file.
+
+The health file lives on the state file's disk, which is broken exactly when the check has
+most to say; when it cannot be written, the report goes to a file in the temporary directory
+instead, and the check reads both and believes the newer.
 
 A qBittorrent outage does not make the service unhealthy: restarting it would not help, and it
 already reports the outage (``downloads.polling_failed``) and holds commands back.
+A qBittorrent that answers but refuses us (a refused login, 403 Forbidden: a wrong password,
+our IP banned, a proxy) does make it unhealthy, with the reason: it needs a person to look.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import logging
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Final
 
 from qbit_consumer.config import Config
+
+log = logging.getLogger(__name__)
 
 #: How often the running service writes the file.
 WRITE_EVERY_SECONDS: Final = 2.0
@@ -32,6 +50,13 @@ def health_path(cfg: Config) -> Path:
     return cfg.state.path.with_name(cfg.state.path.stem + ".health.json")
 
 
+def fallback_health_path(cfg: Config) -> Path:
+    """Named after the state file's path, so that two services on one machine (each with its
+    own state file) never read each other's report."""
+    digest = hashlib.sha256(os.path.abspath(cfg.state.path).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"qbit-consumer-{digest}.health.json"
+
+
 def loop_limits(cfg: Config) -> dict[str, float]:
     """How long each thread may go without a round of its loop: longer than its slowest
     legitimate wait (a command's qBittorrent calls, a poll of a slow qBittorrent)."""
@@ -43,26 +68,80 @@ def loop_limits(cfg: Config) -> dict[str, float]:
     }
 
 
-def write_health(path: Path, report: dict[str, Any]) -> None:
-    """Atomic: a reader never sees half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(report), encoding="utf-8")
-    os.replace(tmp, path)
+class HealthFile:
+    """Writes the report next to the state file, or in the temporary directory while that
+    cannot be written (saying so once, not every two seconds)."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.path = health_path(cfg)
+        self.fallback = fallback_health_path(cfg)
+        self._in_fallback = False
+
+    def write(self, report: dict[str, Any]) -> None:
+        text = json.dumps(report)
+        try:
+            _write_atomically(self.path, text)
+        except OSError as exc:
+            if not self._in_fallback:
+                log.warning(
+                    "cannot write the health file %s (%s): writing %s until it can be written",
+                    self.path,
+                    exc.strerror,
+                    self.fallback,
+                )
+                self._in_fallback = True
+            try:
+                _write_atomically(self.fallback, text)
+            except OSError as fallback_exc:
+                log.warning("cannot write the health file %s: %s", self.fallback, fallback_exc)
+            return
+        if self._in_fallback:
+            self._in_fallback = False
+            with contextlib.suppress(OSError):
+                self.fallback.unlink()
+
+    def remove(self) -> None:
+        for path in (self.path, self.fallback):
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """A reader never sees half a file. A temporary name of its own (O_EXCL, random) because
+    the fallback lives in a directory anyone may write to."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def check_health(cfg: Config, now: float | None = None) -> list[str]:
-    """Problems found; an empty list means healthy."""
-    now = time.time() if now is None else now
+    """Problems found; an empty list means healthy. ``now`` is on ``time.monotonic()``."""
+    now = time.monotonic() if now is None else now
     path = health_path(cfg)
-    try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return [f"{path} does not exist: the service is not running (or not yet)"]
-    except (OSError, ValueError) as exc:
-        return [f"{path} cannot be read: {exc}"]
+    reports: list[dict[str, Any]] = []
+    unreadable: list[str] = []
+    for candidate in (path, fallback_health_path(cfg)):
+        try:
+            reports.append(json.loads(candidate.read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError) as exc:
+            unreadable.append(f"{candidate} cannot be read: {exc}")
+    if not reports:
+        return unreadable or [f"{path} does not exist: the service is not running (or not yet)"]
+    report = max(reports, key=lambda r: float(r.get("monotonic", 0)))
     problems = []
-    age = now - float(report.get("written_at", 0))
-    if age > FILE_STALE_SECONDS:
+    age = now - float(report.get("monotonic", 0))
+    if age < 0:
+        # Written before the machine restarted (the clock starts again at boot).
+        problems.append("the health file is from before the last boot: the service is not running")
+    elif age > FILE_STALE_SECONDS:
         problems.append(f"the service has not reported for {age:.0f} s (stopped or stuck)")
     for thread, limit in loop_limits(cfg).items():
         quiet = now - float(report.get("beats", {}).get(thread, 0))
@@ -75,4 +154,14 @@ def check_health(cfg: Config, now: float | None = None) -> list[str]:
                 f"the {connection} has been disconnected from RabbitMQ for "
                 f"{now - float(since):.0f} s"
             )
+    state = report.get("state_problem")
+    if state is not None:
+        problems.append(
+            f"the state file {state['path']} cannot be written since "
+            f"{now - float(state['since']):.0f} s: {state['reason']}; "
+            "commands wait in their queue"
+        )
+    refuses = report.get("qbittorrent_refuses")  # the login gate's shut_reason()
+    if refuses:
+        problems.append(f"qBittorrent refuses us: {refuses}")
     return problems

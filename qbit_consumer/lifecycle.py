@@ -1,12 +1,18 @@
-"""The rules that turn what qBittorrent reports into lifecycle events. Pure functions, no I/O.
+"""The rules that turn what qBittorrent reports into lifecycle events. Pure, no I/O.
 
 ``observe`` compares one tracked download with qBittorrent's current view of its torrent and
 returns the updated download, the lifecycle events it caused, and a progress event when it is
-still incomplete. Every rule is written out in docs/lifecycle.md.
+still incomplete. ``replaced`` tells a torrent apart from a later one with the same hash, and
+``Vanishing`` holds removals back while qBittorrent lists none of the tracked downloads. Every
+rule is written out in docs/lifecycle.md.
+
+Times given to these rules are ``time.monotonic()``: they only ever measure durations, and a
+wall clock set forward by NTP must not make every download look stalled.
 """
 
 from __future__ import annotations
 
+import enum
 import sys
 from datetime import UTC, datetime
 from typing import Final
@@ -29,6 +35,14 @@ TRYING: Final = frozenset({"metaDL", "forcedMetaDL", "stalledDL", "downloading",
 MAX_ETA: Final = 8_640_000
 #: uint32(-1), the "never" of qBittorrent 4.1's completion_on.
 _UINT32_MAX: Final = 4_294_967_295
+#: The mass-disappearance rule needs at least this many tracked downloads: a person deleting
+#: the two or three that are tracked is ordinary, but five or more gone in the same cycle is
+#: far likelier a qBittorrent started on the wrong (empty) profile.
+VANISHED_MIN_DOWNLOADS: Final = 5
+#: Cycles to wait, after the first that lists none of them, before reporting them removed (50 s
+#: at the default 5 s interval): room for a supervisor or a person to start qBittorrent again
+#: on its own profile, at the cost of reporting a real "delete everything" that much later.
+VANISHED_WAIT_CYCLES: Final = 10
 
 
 @attrs.frozen
@@ -64,10 +78,24 @@ def is_complete(torrent: Torrent) -> bool:
     )
 
 
+def replaced(known: int | None, seen: int | None) -> bool:
+    """Whether a torrent with ``added_on`` ``seen`` is a later one than the tracked torrent,
+    added ``known``: the same hash removed and added again.
+
+    Only when both are known (not None, not 0): a download from an older state file learns its
+    ``added_on`` at its first poll instead. ``added_on`` counts whole seconds, so a torrent
+    removed and added again within the same second cannot be told apart.
+    """
+    return bool(known and seen and known != seen)
+
+
 def observe(download: Download, torrent: Torrent, now: float, stalled_after: float) -> Observation:
+    """``now`` is ``time.monotonic()``, like ``progress_changed_at``. The caller has checked
+    that ``torrent`` is the download's own, not a later one (``replaced``)."""
     moved = torrent.completed != download.last_completed
     new = attrs.evolve(
         download,
+        added_on=download.added_on or torrent.added_on or None,
         qbit_id=download.qbit_id if torrent.id == download.qbit_id else torrent.id,
         infohash_v1=download.infohash_v1 or torrent.infohash_v1,
         infohash_v2=download.infohash_v2 or torrent.infohash_v2,
@@ -117,6 +145,64 @@ def observe(download: Download, torrent: Torrent, now: float, stalled_after: flo
             )
         )
     return Observation(new, events, _progress(new, torrent))
+
+
+class Vanish(enum.Enum):
+    """What one cycle's full listing means for the tracked downloads it does not hold."""
+
+    NO = "no"  # some are listed: report removals as usual
+    NOTICED = "noticed"  # the first cycle listing none: hold removals back, and say so
+    WAITING = "waiting"  # still none: hold
+    RETURNED = "returned"  # listed again during the wait: nothing was reported
+    CONFIRMED = "confirmed"  # none for the whole wait: report them, once each, as usual
+
+    @property
+    def holds(self) -> bool:
+        return self in (Vanish.NOTICED, Vanish.WAITING)
+
+
+@attrs.define
+class Vanishing:
+    """The mass-disappearance rule: when a full listing holds none of the tracked downloads
+    (at least ``VANISHED_MIN_DOWNLOADS``), their removal waits ``VANISHED_WAIT_CYCLES`` more
+    cycles. qBittorrent restarted on an empty profile (a volume not mounted) lists nothing;
+    reporting everything removed would make the service forget every download, and nothing
+    would be tracked when the right profile came back.
+    """
+
+    #: Cycles in a row whose listing held none of them, since the last failed poll: a removal
+    #: must be seen by polls that work, and qBittorrent restarted meanwhile may list them.
+    cycles: int = 0
+    #: The hashes that vanished together, from the first such cycle until they are listed
+    #: again or the wait is over; kept across a failed poll, so that the right profile coming
+    #: back after a restart is noticed too. Only they count meanwhile: the consumer goes on
+    #: adding downloads to the qBittorrent that answers, and those being listed says nothing
+    #: about the ones that vanished.
+    vanished: frozenset[str] = frozenset()
+
+    def listing(self, tracked: set[str], listed: set[str]) -> Vanish:
+        """One cycle: the hashes of the tracked downloads, and those of them qBittorrent lists
+        (a full listing, or the cheap query when it missed none)."""
+        if self.vanished:
+            tracked, listed = tracked & self.vanished, listed & self.vanished
+        if len(tracked) < VANISHED_MIN_DOWNLOADS or listed:
+            returned = bool(self.vanished and listed)
+            self.cycles, self.vanished = 0, frozenset()
+            return Vanish.RETURNED if returned else Vanish.NO
+        self.cycles += 1
+        if self.cycles == 1:
+            self.vanished = frozenset(tracked)
+            return Vanish.NOTICED
+        if self.cycles <= VANISHED_WAIT_CYCLES:
+            return Vanish.WAITING
+        if self.cycles == VANISHED_WAIT_CYCLES + 1:
+            self.vanished = frozenset()
+            return Vanish.CONFIRMED
+        return Vanish.NO  # reported already; those not yet confirmed removed follow as usual
+
+    def failed(self) -> None:
+        """A poll failed: counting starts again at the next one that works."""
+        self.cycles = 0
 
 
 def removed(download: Download) -> Removed:

@@ -31,6 +31,8 @@ MAX_TAG_CHARS: Final = 100
 #: The tag on every torrent this service added, so a person (or a filter) can tell them apart.
 MANAGED_TAG: Final = "qbit-consumer"
 
+# A JSON escape of a UTF-16 surrogate (D800-DFFF): only then can a parsed string hold one.
+_SURROGATE_ESCAPE: Final = re.compile(r"\\u[dD][89a-fA-F]")
 # qBittorrent joins tags with commas, so a comma would split one tag into two.
 _TAG_RE: Final = re.compile(r"^[^,\x00-\x1f\x7f]+$")
 
@@ -113,6 +115,11 @@ def parse_command(
         raise InvalidCommand(INVALID_JSON, "body is nested too deeply to parse") from None
     except ValueError as exc:
         raise InvalidCommand(INVALID_JSON, f"body is not JSON ({exc})") from None
+    if _SURROGATE_ESCAPE.search(text) and not _encodable(data):
+        raise InvalidCommand(
+            INVALID_JSON,
+            "body escapes a lone UTF-16 surrogate (like \\udc80), which is not Unicode text",
+        )
     if not isinstance(data, dict):
         raise InvalidCommand(INVALID_MESSAGE, f"body is a JSON {_json_type(data)}, not an object")
 
@@ -141,6 +148,19 @@ def parse_command(
         request_id=context.request_id,
         tags=_check_tags(fields.tags),
     )
+
+
+def _encodable(data: Any) -> bool:
+    """Whether every string in ``data`` (keys too) can be written as UTF-8.
+
+    JSON's ``\\uXXXX`` escapes can name half of a surrogate pair alone; Python's parser accepts
+    that and yields a string that nothing downstream can encode (events, logs, qBittorrent).
+    """
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except (UnicodeEncodeError, RecursionError):  # too deep to check is refused as well
+        return False
+    return True
 
 
 def _check_tags(tags: list[str]) -> tuple[str, ...]:

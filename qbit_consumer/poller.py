@@ -13,10 +13,17 @@ asks, in one ``torrents/info?hashes=`` call, for
 Only when a tracked torrent is missing from that answer does it list everything, once, to tell
 a removal from a hybrid torrent that qBittorrent re-keyed under its v2 id after the metadata
 came. A removal is reported only after the torrent was missing from full listings
-``REMOVAL_CONFIRM_SECONDS`` apart, with no failed poll in between.
+``REMOVAL_CONFIRM_SECONDS`` apart, with no failed poll in between, and, when the listing holds
+none of the tracked downloads at all, only after the wait of the mass-disappearance rule
+(``lifecycle.Vanishing``). A torrent listed under a tracked hash but added at another time
+(``added_on``) is a later one: the tracked one is reported removed.
 
-It owns no broker connection: its events go to the registry (lifecycle, via the outbox) and
-the publish queue (progress).
+Durations (the removal confirmation, an outage's length, the stall timer) are measured on
+``time.monotonic()``; the wall clock only dates what the events say (``since``).
+
+It owns no broker connection: its events go to the registry, which stores the lifecycle ones
+in the outbox and queues them all, progress too, under its lock: what the poller found about a
+download that the consumer replaced meanwhile is dropped there, progress included.
 """
 
 from __future__ import annotations
@@ -33,8 +40,15 @@ import attrs
 from qbit_consumer.config import Config
 from qbit_consumer.errors import TransientError
 from qbit_consumer.events import Event, PollingFailed, PollingRecovered
-from qbit_consumer.lifecycle import observe, removed
-from qbit_consumer.publisher import Item, PublishQueue
+from qbit_consumer.lifecycle import (
+    VANISHED_WAIT_CYCLES,
+    Vanish,
+    Vanishing,
+    observe,
+    removed,
+    replaced,
+)
+from qbit_consumer.publisher import Item
 from qbit_consumer.qbit import LoginGate, QbitClient, Reachability, Torrent, index_torrents
 from qbit_consumer.registry import Registry
 from qbit_consumer.state import Download
@@ -49,7 +63,7 @@ class _Look:
     updated: list[Download] = attrs.Factory(list)
     events: list[Event] = attrs.Factory(list)
     progress: list[Item] = attrs.Factory(list)  # serialised at once: bytes are smaller
-    gone: list[str] = attrs.Factory(list)
+    gone: list[Download] = attrs.Factory(list)
     changed: set[str] = attrs.Factory(set)  # identity changed: write it at once
 
 
@@ -65,23 +79,22 @@ PERSIST_PROGRESS_SECONDS: Final = 60.0
 
 
 class PollerThread(threading.Thread):
-    def __init__(
-        self, cfg: Config, registry: Registry, queue: PublishQueue, gate: LoginGate
-    ) -> None:
+    def __init__(self, cfg: Config, registry: Registry, gate: LoginGate) -> None:
         super().__init__(name="poller", daemon=True)
         self._cfg = cfg
         self._registry = registry
-        self._queue = queue
         self._gate = gate
         self._stopping = threading.Event()
         self.failure: BaseException | None = None
         self.cycles = 0
         self._sweep_offset = 0
         self._missing_since: dict[str, float] = {}
+        self._vanishing = Vanishing()
         self._failures = 0
-        self._outage_since: float | None = None
+        self._outage_since: float | None = None  # time.monotonic(): the outage's length
+        self._outage_began_at = 0.0  # time.time(): the `since` of polling_failed
         self._alerted = False
-        self._last_persist = 0.0
+        self._last_persist = -math.inf  # the first cycle writes everything
         #: Whether polls work; the consumer takes commands only while they do.
         self.qbit = Reachability()
         self.last_beat = time.time()
@@ -107,12 +120,13 @@ class PollerThread(threading.Thread):
             qbit.close()
 
     def poll_once(self, qbit: QbitClient) -> None:
-        now = time.time()
+        now = time.monotonic()
         persist_all = now - self._last_persist >= PERSIST_PROGRESS_SECONDS
         try:
             self._poll(qbit, now, persist_all)
         except TransientError as exc:
             self._missing_since.clear()  # a removal must be seen by polls that work
+            self._vanishing.failed()
             self._on_failure(exc, now)
             return
         if persist_all:
@@ -131,7 +145,6 @@ class PollerThread(threading.Thread):
         downloads = self._registry.snapshot()
         active = [d for d in downloads if d.stage == "active"]
         checked = active + self._sweep_slice([d for d in downloads if d.stage != "active"])
-        del downloads
         if not checked:
             qbit.ping()  # nothing to track, but an outage must still be noticed
             self._apply(_Look(events=self._on_success(now)), persist_all)
@@ -152,42 +165,60 @@ class PollerThread(threading.Thread):
                     self._observe(look, download, torrent, now, stalled_after)
             del index
             self._apply(look, persist_all)
-        if missing:
-            # Removed, or re-keyed (a hybrid torrent listed under its v2 id once its metadata
-            # arrived): only a full listing can tell.
-            look = _Look()
-            index = index_torrents(qbit.all_torrents())
-            for download in missing:
-                torrent = _match(download, index)
-                if torrent is not None:
-                    self._observe(look, download, torrent, now, stalled_after)
-                elif self._confirm_removed(download, now):
-                    look.events.append(removed(download))
-                    look.gone.append(download.hash)
-            self._apply(look, persist_all)
+        tracked = {d.hash for d in downloads}
+        if not missing:
+            self._vanished(self._vanishing.listing(tracked, {d.hash for d in checked}))
+            return
+        # Removed, or re-keyed (a hybrid torrent listed under its v2 id once its metadata
+        # arrived): only a full listing can tell.
+        look = _Look()
+        index = index_torrents(qbit.all_torrents())
+        listed = {d.hash for d in downloads if _match(d, index) is not None}
+        hold = self._vanished(self._vanishing.listing(tracked, listed))
+        for download in missing:
+            torrent = _match(download, index)
+            if torrent is not None:
+                self._observe(look, download, torrent, now, stalled_after)
+            elif self._confirm_removed(download, now) and not hold:
+                look.events.append(removed(download))
+                look.gone.append(download)
+        self._apply(look, persist_all)
 
     def _apply(self, look: _Look, persist_all: bool) -> None:
-        """Record what a look found (one state-file transaction) and queue its progress."""
+        """Record what a look found: one state-file transaction, then its progress queued."""
         if persist_all:
             persist = {d.hash for d in look.updated}
         else:
             persist = look.changed | {e.hash for e in look.events if e.hash}
         self._registry.record(
-            updated=look.updated, persist=persist, removed=look.gone, events=look.events
+            updated=look.updated,
+            persist=persist,
+            removed=look.gone,
+            events=look.events,
+            progress=look.progress,
         )
-        self._queue.put_progress(look.progress)
 
     def _observe(
         self, look: _Look, download: Download, torrent: Torrent, now: float, stalled_after: float
     ) -> None:
         self._missing_since.pop(download.hash, None)
+        if replaced(download.added_on, torrent.added_on):
+            # Removed and added again (by hand, or by a command the consumer has not tracked
+            # yet) since the last look: the tracked torrent is gone, this one is not ours.
+            log.info(
+                "a tracked torrent was removed and added again in qBittorrent: the tracked "
+                "one is reported removed",
+                extra={"hash": download.hash, "request_id": download.request_id},
+            )
+            look.events.append(removed(download))
+            look.gone.append(download)
+            return
         seen = observe(download, torrent, now, stalled_after)
         look.updated.append(seen.download)
         look.events.extend(seen.events)
         if seen.progress is not None:
             look.progress.append(Item.progress(seen.progress))
-        identity = (seen.download.qbit_id, seen.download.name, seen.download.infohash_v2)
-        if identity != (download.qbit_id, download.name, download.infohash_v2):
+        if _identity(seen.download) != _identity(download):
             if seen.download.qbit_id != download.qbit_id:
                 log.info(
                     "qBittorrent re-keyed a torrent: %s -> %s",
@@ -196,6 +227,27 @@ class PollerThread(threading.Thread):
                     extra={"hash": download.hash},
                 )
             look.changed.add(download.hash)
+
+    def _vanished(self, verdict: Vanish) -> bool:
+        """Say what the mass-disappearance rule decided; whether removals wait this cycle."""
+        vanished = len(self._vanishing.vanished)
+        if verdict is Vanish.NOTICED:
+            log.error(
+                "qBittorrent lists none of the %d tracked downloads: started on an empty or "
+                "the wrong profile? waiting %d cycles (%.0f s) before reporting them removed",
+                vanished,
+                VANISHED_WAIT_CYCLES,
+                VANISHED_WAIT_CYCLES * self._cfg.polling.interval_seconds,
+            )
+        elif verdict is Vanish.RETURNED:
+            log.warning("qBittorrent lists the tracked downloads again; none was reported removed")
+        elif verdict is Vanish.CONFIRMED:
+            log.error(
+                "qBittorrent still lists none of the tracked downloads it lost after %d "
+                "cycles: reporting them removed",
+                VANISHED_WAIT_CYCLES,
+            )
+        return verdict.holds
 
     def _confirm_removed(self, download: Download, now: float) -> bool:
         first = self._missing_since.setdefault(download.hash, now)
@@ -218,6 +270,7 @@ class PollerThread(threading.Thread):
         self._failures += 1
         if self._outage_since is None:
             self._outage_since = now
+            self._outage_began_at = time.time()
             log.error("polling qBittorrent failed: %s", exc)
         threshold = self._cfg.polling.failure_alert_threshold
         if self._failures >= threshold and not self._alerted:
@@ -232,7 +285,7 @@ class PollerThread(threading.Thread):
                         category=None,
                         consecutive_failures=self._failures,
                         error=str(exc),
-                        since=_rfc3339(self._outage_since),
+                        since=_rfc3339(self._outage_began_at),
                     )
                 ]
             )
@@ -263,6 +316,12 @@ def _match(download: Download, index: dict[str, Torrent]) -> Torrent | None:
         if key and key in index:
             return index[key]
     return None
+
+
+def _identity(download: Download) -> tuple[str, str | None, str | None, int | None]:
+    """What is written at once when it changes: a restart finds the torrent by its id and tells
+    its incarnation by ``added_on``."""
+    return (download.qbit_id, download.name, download.infohash_v2, download.added_on)
 
 
 def _rfc3339(epoch: float) -> str:

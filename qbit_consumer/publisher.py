@@ -28,9 +28,13 @@ from qbit_consumer.config import Config
 from qbit_consumer.confirms import Sent
 from qbit_consumer.errors import BrokerUnavailable, TopologyConflict
 from qbit_consumer.events import Event
-from qbit_consumer.reconnect import stay_connected
+from qbit_consumer.reconnect import Backoff, stay_connected
 from qbit_consumer.state import StoredEvent
-from qbit_consumer.topology import ExchangeSpec, Topology
+from qbit_consumer.topology import (
+    REDECLARE_SECONDS,
+    REROUTE_AFTER_SECONDS,
+    build_event_topology,
+)
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +161,10 @@ class PublisherThread(threading.Thread):
         self.failure: BaseException | None = None
         self.connected = threading.Event()
         self.last_beat = time.time()
+        self._declared_at = 0.0
+        self._rerouted_at = -REROUTE_AFTER_SECONDS
+        self._refused_until = 0.0  # monotonic; 0 while the broker takes what we send
+        self._refused_backoff = Backoff(base=1.0, cap=60.0)
 
     def stop(self, flush_seconds: float = 3.0) -> None:
         self._flush_deadline = time.monotonic() + flush_seconds
@@ -168,9 +176,7 @@ class PublisherThread(threading.Thread):
             stay_connected(
                 self._cfg.rabbitmq.url,
                 "publisher",
-                # Only the event exchange: the consumer declares the rest. Declaring it here
-                # too means events can go out even before the consumer is up.
-                _event_exchange_only(self._cfg),
+                build_event_topology(self._cfg.rabbitmq),
                 self._serve,
                 stopped=self._done,
                 pause=self._sleep,
@@ -187,6 +193,7 @@ class PublisherThread(threading.Thread):
     def _serve(self, broker: Broker) -> None:
         self._queue.set_waker(lambda: broker.call_soon_threadsafe(_nothing))
         self.connected.set()
+        self._declared_at = time.monotonic()
         self._publish_until_done(broker)
 
     def _disconnected(self) -> None:
@@ -196,6 +203,11 @@ class PublisherThread(threading.Thread):
     def _publish_until_done(self, broker: Broker) -> None:
         while not self._done():
             self.last_beat = time.time()
+            if time.monotonic() - self._declared_at >= REDECLARE_SECONDS:
+                self._declare(broker)
+            if time.monotonic() < self._refused_until:
+                broker.idle(min(1.0, self._refused_until - time.monotonic()))
+                continue
             batch = self._queue.take(BATCH_SIZE)
             if not batch:
                 if self._stopping.is_set():
@@ -204,20 +216,26 @@ class PublisherThread(threading.Thread):
                 continue
             self._publish_batch(broker, batch)
 
+    def _declare(self, broker: Broker) -> None:
+        broker.declare(build_event_topology(self._cfg.rabbitmq))
+        self._declared_at = time.monotonic()
+
     def _publish_batch(self, broker: Broker, batch: list[Item]) -> None:
         """Send the whole batch, then wait once for all its confirms (streaming confirms)."""
         exchange = self._cfg.rabbitmq.event_exchange
         sent: list[tuple[Item, Sent]] = []
         try:
-            for item in batch:
-                outgoing = Outgoing(
-                    message_id=item.event_id,
-                    correlation_id=item.request_id,
-                    timestamp=int(time.time()),
-                    persistent=item.persistent,
-                )
-                sent.append((item, broker.send(exchange, item.routing_key, item.body, outgoing)))
+            sent = [(item, self._send(broker, exchange, item)) for item in batch]
             broker.settle()
+            unrouted = [item for item, s in sent if not s.routed and item.seq is not None]
+            if unrouted and time.monotonic() - self._rerouted_at >= REROUTE_AFTER_SECONDS:
+                self._rerouted_at = time.monotonic()
+                # The exchange may have been deleted and declared again without its bindings:
+                # declare them again, and send these once more.
+                self._declare(broker)
+                again = {id(item): self._send(broker, exchange, item) for item in unrouted}
+                broker.settle()
+                sent = [(item, again.get(id(item), s)) for item, s in sent]
         except BrokerUnavailable:
             # What the broker confirmed before it went is done; the rest goes out again after
             # the reconnect (at least once: consumers dedupe on event_id).
@@ -226,7 +244,38 @@ class PublisherThread(threading.Thread):
             done = {id(item) for item, _ in confirmed}
             self._queue.put_back([item for item in batch if id(item) not in done])
             raise
-        self._done_with(sent, exchange)
+        refused = [item for item, s in sent if s.nacked]
+        self._done_with([(item, s) for item, s in sent if not s.nacked], exchange)
+        self._on_refused(refused)
+
+    def _on_refused(self, refused: list[Item]) -> None:
+        """Events the broker refused (a queue bound to the event exchange is full and rejects
+        publishes, or failed) wait at the head of the queue; offering them again at once
+        would only be refused again, so the pause grows, and the outage is logged once."""
+        if not refused:
+            if self._refused_until:
+                log.warning("RabbitMQ takes events again")
+                self._refused_until = 0.0
+                self._refused_backoff.reset()
+            return
+        if not self._refused_until:
+            log.error(
+                "RabbitMQ refuses events (a queue bound to %r is full and rejects publishes?): "
+                "they wait in memory and the outbox, offered again with a growing pause",
+                self._cfg.rabbitmq.event_exchange,
+            )
+        self._queue.put_back(refused)
+        self._refused_until = time.monotonic() + self._refused_backoff.next()
+
+    @staticmethod
+    def _send(broker: Broker, exchange: str, item: Item) -> Sent:
+        outgoing = Outgoing(
+            message_id=item.event_id,
+            correlation_id=item.request_id,
+            timestamp=int(time.time()),
+            persistent=item.persistent,
+        )
+        return broker.send(exchange, item.routing_key, item.body, outgoing)
 
     def _done_with(self, published: list[tuple[Item, Sent]], exchange: str) -> None:
         for item, sent in published:
@@ -252,15 +301,6 @@ class PublisherThread(threading.Thread):
             time.sleep(min(0.1, end - time.monotonic()))
             if self._stopping.is_set():
                 return
-
-
-def _event_exchange_only(cfg: Config) -> Topology:
-    return Topology(
-        exchanges=(ExchangeSpec(cfg.rabbitmq.event_exchange),),
-        queues=(),
-        queue_bindings=(),
-        exchange_bindings=(),
-    )
 
 
 def _nothing() -> None:

@@ -7,7 +7,8 @@ Versions 4.5 to 5.2 differ in ways that matter here (CONTRACT section 6):
 * login answers 200 ``Ok.`` (up to 5.1) or 204 with an empty body (5.2), with a session cookie
   named ``SID`` or ``QBT_SID_<port>``; qbittorrent-api handles both.
 * after 5 failed logins qBittorrent bans the client IP for an hour, and with Docker's bridge
-  network that IP is shared by every container. ``LoginGate`` makes sure we never get there.
+  network that IP is shared by every container. ``LoginGate`` paces our logins (and every
+  request after a 403) so that we spend that budget slowly and never give up for good.
 
 A ``QbitClient`` is not thread-safe (neither is qbittorrent-api's Client): each thread that
 talks to qBittorrent has its own. Every call is bounded by ``timeout_seconds``.
@@ -17,59 +18,121 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import attrs
 import qbittorrentapi
 
 from qbit_consumer.config import QbittorrentConfig
 from qbit_consumer.errors import QBITTORRENT_REJECTED, InvalidCommand, TransientError
+from qbit_consumer.redact import Scrubber, redact_url, url_passwords
 
 log = logging.getLogger(__name__)
 
-#: After this many failed logins in a row we stop trying until the service restarts:
-#: qBittorrent bans after 5 and never forgets a failure until it bans or restarts, so 3 leaves
-#: the person fixing the password two attempts of their own.
-MAX_FAILED_LOGINS: Final = 3
-#: Seconds before the second and the third login attempt.
-LOGIN_BACKOFF: Final = (30.0, 300.0)
+#: Waits after refused logins in a row (a wrong username or password): 30 s after the first,
+#: 300 s after the second, then an hour after each further one, forever.
+REFUSED_LOGIN_BACKOFF: Final = (30.0, 300.0, 3600.0)
+#: Waits after 403 answers in a row (our IP banned, or a reverse proxy refusing us): the first,
+#: doubled after each further 403 up to the cap, qBittorrent's default ban of an hour.
+FORBIDDEN_BACKOFF_BASE: Final = 30.0
+FORBIDDEN_BACKOFF_CAP: Final = 3600.0
 
 
 class LoginGate:
-    """Shared by every QbitClient of the process, so all threads together stay in budget."""
+    """When qBittorrent may next be asked after it refused us; shared by every QbitClient of
+    the process, so that all its threads together keep one pace.
+
+    Two refusals, told apart by type, cost differently:
+
+    * a refused login (``LoginFailed``: wrong username or password) spends one of the 5 failed
+      logins after which qBittorrent bans the IP for an hour. Its counter per IP is reset only
+      by a successful login, by the ban itself, or by a qBittorrent restart, never by time, so
+      every refusal we cause stays counted. Hence the careful start (30 s, then 300 s), which
+      leaves the person fixing the password two attempts of their own, then one try an hour.
+      The trade-off: a password that stays wrong spends the 4th and 5th attempts after about
+      one and two hours, and the 5th earns the IP a ban (one hour by default; on Docker's
+      bridge network every container shares that IP), after which the count starts over. The
+      gain: a login that qBittorrent refused for a while (its password reset and restored, a
+      proxy in front of it refusing logins during maintenance) comes back without a restart,
+      and the service never stops asking for good.
+    * a 403 (``Forbidden403Error``: the IP is banned, or a reverse proxy forbids us) spends no
+      budget: qBittorrent does not count a login refused during a ban, and the ban ends by
+      itself. So we back off exponentially from ``FORBIDDEN_BACKOFF_BASE`` to
+      ``FORBIDDEN_BACKOFF_CAP`` and keep asking at that pace.
+
+    Every wait is on ``time.monotonic``: a jump of the wall clock neither shortens nor
+    lengthens it.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._failures = 0
-        self._closed_until = 0.0
+        self._refused = 0  # refused logins since the last success
+        self._forbidden = 0  # 403 answers since the last success
+        self._last: Literal["refused", "forbidden"] | None = None  # since the last success
+        self._open_at = 0.0  # time.monotonic() when the next attempt may go out
 
     def check(self) -> None:
-        """:raises TransientError: while no login may be attempted."""
+        """:raises TransientError: while no request may go out."""
         with self._lock:
-            if self._failures >= MAX_FAILED_LOGINS:
-                raise TransientError(
-                    f"qBittorrent login failed {self._failures} times; not trying again until "
-                    "the service restarts (qBittorrent bans an IP after 5 failures): check "
-                    "[qbittorrent] username and password"
-                )
-            wait = self._closed_until - time.monotonic()
+            wait = self._open_at - time.monotonic()
             if wait > 0:
-                raise TransientError(f"qBittorrent login failed; next attempt in {wait:.0f} s")
+                raise TransientError(f"not asking qBittorrent for now: {self._reason(wait)}")
 
-    def failed(self) -> int:
+    def refused(self) -> tuple[int, float]:
+        """A login was refused: (refusals in a row, seconds until the next attempt)."""
         with self._lock:
-            self._failures += 1
-            if self._failures < MAX_FAILED_LOGINS:
-                self._closed_until = time.monotonic() + LOGIN_BACKOFF[self._failures - 1]
-            return self._failures
+            self._refused += 1
+            self._last = "refused"
+            steps = REFUSED_LOGIN_BACKOFF
+            return self._refused, self._shut(steps[min(self._refused, len(steps)) - 1])
 
-    def succeeded(self) -> None:
+    def forbidden(self) -> tuple[int, float]:
+        """qBittorrent answered 403: (403s in a row, seconds until the next attempt)."""
         with self._lock:
-            self._failures = 0
-            self._closed_until = 0.0
+            self._forbidden += 1
+            self._last = "forbidden"
+            doubled = FORBIDDEN_BACKOFF_BASE * 2 ** min(self._forbidden - 1, 32)
+            return self._forbidden, self._shut(min(doubled, FORBIDDEN_BACKOFF_CAP))
+
+    def succeeded(self) -> bool:
+        """qBittorrent answered a request. True if that reopened the gate."""
+        with self._lock:
+            was_shut = self._last is not None
+            self._refused = self._forbidden = 0
+            self._last = None
+            self._open_at = 0.0
+            return was_shut
+
+    def shut_reason(self) -> str | None:
+        """Why qBittorrent refuses us, until it next accepts a request; None while it does.
+
+        Safe from any thread (the health report reads it from the main thread)."""
+        with self._lock:
+            if self._last is None:
+                return None
+            return self._reason(self._open_at - time.monotonic())
+
+    def _shut(self, seconds: float) -> float:
+        self._open_at = time.monotonic() + seconds
+        return seconds
+
+    def _reason(self, wait: float) -> str:
+        if self._last == "refused":
+            why = (
+                f"qBittorrent refused our login {self._refused} time(s) in a row: check "
+                "[qbittorrent] username and password (by default qBittorrent bans an IP after 5)"
+            )
+        else:
+            why = (
+                f"qBittorrent answered 403 Forbidden {self._forbidden} time(s) in a row "
+                "(our IP banned after failed logins, or a reverse proxy refusing us)"
+            )
+        when = f"next attempt in {math.ceil(wait)} s" if wait > 0 else "next attempt now"
+        return f"{why}; {when}"
 
 
 class Reachability:
@@ -200,6 +263,8 @@ class QbitClient:
         self._cfg = cfg
         self._gate = gate
         self._known_categories: set[str] = set()
+        # qbittorrent-api's own messages may quote what it was given (a URL with userinfo).
+        self._scrub = Scrubber({cfg.password, *url_passwords(cfg.url)})
         connect_timeout = min(5.0, cfg.timeout_seconds)
         self._client = _Client(
             host=cfg.url,
@@ -313,18 +378,26 @@ class QbitClient:
         except qbittorrentapi.Conflict409Error:
             raise _Conflict() from None
         except qbittorrentapi.LoginFailed as exc:
-            failures = self._gate.failed()
+            refusals, wait = self._gate.refused()
             log.error(
-                "qBittorrent login as %r failed (%d of at most %d attempts)",
+                "qBittorrent refused the login as %r (%d in a row); next attempt in %.0f s",
                 self._cfg.username,
-                failures,
-                MAX_FAILED_LOGINS,
+                refusals,
+                wait,
             )
             raise TransientError(f"qBittorrent login failed while {doing}") from exc
         except qbittorrentapi.Forbidden403Error as exc:
-            self._gate.failed()
+            forbidden, wait = self._gate.forbidden()
+            if forbidden == 1:  # once per streak: the wait grows to an hour, the story is the same
+                log.error(
+                    "qBittorrent answers 403 Forbidden (our IP banned after failed logins, or a "
+                    "reverse proxy refusing us); asking again in %.0f s, then less and less "
+                    "often, at least once an hour",
+                    wait,
+                )
             raise TransientError(
-                f"qBittorrent answered 403 Forbidden while {doing} (IP banned after failed logins?)"
+                f"qBittorrent answered 403 Forbidden while {doing} (IP banned after failed "
+                "logins, or a reverse proxy refusing us)"
             ) from exc
         except qbittorrentapi.Unauthorized401Error as exc:
             raise TransientError(
@@ -347,12 +420,15 @@ class QbitClient:
         except qbittorrentapi.APIConnectionError as exc:
             self._client.forget_version()
             raise TransientError(
-                f"qBittorrent is unreachable at {self._cfg.url} while {doing}"
+                f"qBittorrent is unreachable at {redact_url(self._cfg.url)} while {doing}"
             ) from exc
         except qbittorrentapi.APIError as exc:
-            raise TransientError(f"qBittorrent API error while {doing}: {exc}") from exc
+            raise TransientError(
+                f"qBittorrent API error while {doing}: {self._scrub(str(exc))}"
+            ) from exc
         else:
-            self._gate.succeeded()
+            if self._gate.succeeded():
+                log.info("qBittorrent accepts our requests again")
 
 
 class _Conflict(Exception):

@@ -10,7 +10,12 @@ Shutdown order, each step bounded so the whole stays inside the 10 s of the cont
 2. the poller finishes its cycle, so no lifecycle change is left half-recorded;
 3. the publisher publishes what is queued for a moment, then closes; lifecycle events it
    could not publish stay in the state file's outbox for the next start;
-4. the state file is closed.
+4. the state file is closed (after a last try to write what only memory holds, when it
+   could not be written), then its lock is released.
+
+The main thread also looks after the state file every ``WRITE_EVERY_SECONDS`` (a deleted file,
+a disk that can be written again: ``Registry.maintain``), just before it writes the health
+file: both are cheap local work, and the main thread does no network I/O.
 
 A thread that ends while nobody asked it to is a failure: the service stops the others and
 exits 1, so Docker's restart policy brings it back.
@@ -18,7 +23,6 @@ exits 1, so Docker's restart policy brings it back.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
@@ -27,16 +31,18 @@ import time
 from types import FrameType
 from typing import Final
 
+import attrs
+
 from qbit_consumer.adding import AddResult
 from qbit_consumer.config import Config
 from qbit_consumer.consumer import ConsumerThread
-from qbit_consumer.health import WRITE_EVERY_SECONDS, health_path, write_health
+from qbit_consumer.health import WRITE_EVERY_SECONDS, HealthFile
 from qbit_consumer.messages import AddCommand
 from qbit_consumer.poller import PollerThread
 from qbit_consumer.publisher import PublisherThread, PublishQueue
 from qbit_consumer.qbit import LoginGate
 from qbit_consumer.registry import Registry, Tracked
-from qbit_consumer.state import State
+from qbit_consumer.state import State, StateError, StateLock
 
 log = logging.getLogger(__name__)
 
@@ -47,19 +53,38 @@ PUBLISHER_FLUSH_SECONDS: Final = 1.0
 
 class Service:
     def __init__(self, cfg: Config) -> None:
-        """:raises StateError: the state file cannot be used (nothing is started)."""
+        """:raises StateError: the state file cannot be used, or another process uses it
+        (nothing is started)."""
         self.cfg = cfg
         self._stop_requested = threading.Event()
-        self.state = State(cfg.state.path)
+        self._state_lock = StateLock(cfg.state.path)  # first: a second service must touch nothing
+        try:
+            self.state = State(cfg.state.path)
+        except StateError:
+            self._state_lock.release()
+            raise
         self.queue = PublishQueue()
         self.registry = Registry(self.state, self.queue)
         gate = LoginGate()
-        self.poller = PollerThread(cfg, self.registry, self.queue, gate)
-        self.consumer = ConsumerThread(cfg, gate, on_added=self._track, qbit=self.poller.qbit)
+        self._gate = gate  # its shut_reason() goes into the health report
+        self.poller = PollerThread(cfg, self.registry, gate)
+        self.consumer = ConsumerThread(
+            cfg, gate, on_added=self._track, qbit=self.poller.qbit, blocked=self._state_blocked
+        )
         self.publisher = PublisherThread(cfg, self.queue, self.registry.event_published)
         self._threads = (self.consumer, self.poller, self.publisher)
-        self._health_file = health_path(cfg)
+        self._health = HealthFile(cfg)
         self._disconnected_since: dict[str, float | None] = {"consumer": None, "publisher": None}
+        #: Per thread: the last ``last_beat`` seen, and when it was seen to change (monotonic).
+        self._beats = {t.name: (t.last_beat, time.monotonic()) for t in self._threads}
+
+    def _state_blocked(self) -> str | None:
+        """Why commands must wait while the state file cannot be written: a download added
+        now would be tracked in memory only, and forgotten by a restart."""
+        if self.registry.writable.is_set():
+            return None
+        problem = self.registry.problem
+        return f"the state file cannot be written ({problem.reason if problem else 'unknown'})"
 
     def _track(self, added: list[tuple[AddCommand, AddResult]]) -> None:
         self.registry.track(
@@ -98,6 +123,7 @@ class Service:
         next_report = 0.0
         while not self._stop_requested.wait(0.2):
             if time.monotonic() >= next_report:
+                self.registry.maintain()
                 self._report_health()
                 next_report = time.monotonic() + WRITE_EVERY_SECONDS
             dead = [t.name for t in self._threads if not t.is_alive()]
@@ -107,31 +133,44 @@ class Service:
         return self.stop()
 
     def _report_health(self) -> None:
-        now = time.time()
+        """Every time in the report is on ``time.monotonic()`` (see ``health``)."""
+        now = time.monotonic()
         for name, thread in (("consumer", self.consumer), ("publisher", self.publisher)):
             if thread.connected.is_set():
                 self._disconnected_since[name] = None
             elif self._disconnected_since[name] is None:
                 self._disconnected_since[name] = now
-        try:
-            write_health(
-                self._health_file,
-                {
-                    "written_at": now,
-                    "pid": os.getpid(),
-                    "beats": {t.name: t.last_beat for t in self._threads},
-                    "disconnected_since": self._disconnected_since,
-                    "qbittorrent_reachable": self.poller.qbit.up,
-                    "tracked": len(self.registry),
-                    "queued_events": len(self.queue),
-                },
-            )
-        except OSError as exc:
-            log.warning("cannot write the health file %s: %s", self._health_file, exc)
+        problem = self.registry.problem
+        self._health.write(
+            {
+                "monotonic": now,
+                "written_at": time.time(),  # for people reading the file
+                "pid": os.getpid(),
+                "beats": self._beat_times(now),
+                "state_problem": None if problem is None else attrs.asdict(problem),
+                "disconnected_since": self._disconnected_since,
+                "qbittorrent_reachable": self.poller.qbit.up,
+                "qbittorrent_refuses": self._gate.shut_reason(),
+                "tracked": len(self.registry),
+                "queued_events": len(self.queue),
+            },
+        )
+
+    def _beat_times(self, now: float) -> dict[str, float]:
+        """When each thread last went round its loop, on the monotonic clock.
+
+        The threads stamp ``last_beat`` with a clock of their own; only a change of it counts
+        here, timed by this thread. That costs at most one report interval of precision,
+        against limits of a minute or more, and a wall-clock jump cannot fake a stuck thread.
+        """
+        for thread in self._threads:
+            seen, _ = self._beats[thread.name]
+            if thread.last_beat != seen:
+                self._beats[thread.name] = (thread.last_beat, now)
+        return {name: at for name, (_, at) in self._beats.items()}
 
     def stop(self) -> int:
-        with contextlib.suppress(OSError):
-            self._health_file.unlink()
+        self._health.remove()
         self.consumer.stop()
         self.consumer.join(CONSUMER_STOP_SECONDS)
         self.poller.stop()
@@ -145,12 +184,29 @@ class Service:
                 ", ".join(stuck),
             )
         else:
-            self.state.close()
+            self._close_state()
         failed = [t.name for t in self._threads if t.failure is not None]
         if failed or not self._stop_requested.is_set():
             return 1
         log.info("qbit-consumer stopped")
         return 0
+
+    def _close_state(self) -> None:
+        """A last try to write what only memory holds; if the disk still refuses, say what
+        that costs instead of exiting as if nothing happened."""
+        self.registry.maintain()
+        problem = self.registry.problem
+        if problem is not None:
+            log.error(
+                "stopping while the state file %s cannot be written (%s): changes of the last "
+                "%.0f s are not saved (after the restart, events of that time may be reported "
+                "again)",
+                problem.path,
+                problem.reason,
+                time.monotonic() - problem.since,
+            )
+        self.state.close()
+        self._state_lock.release()
 
 
 def run_service(cfg: Config) -> int:

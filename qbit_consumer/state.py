@@ -9,22 +9,36 @@ time whatever thread asks. Two tables:
   causes are written in one transaction; the event row is deleted only after the confirm. A
   crash in between repeats the event with the same ``event_id`` instead of losing it.
 
-A file that cannot be opened or read is a ``StateError``: the service refuses to start rather
-than start afresh and forget what it was tracking.
+Two kinds of failure, on purpose:
+
+* A file that cannot be opened or read at start is a ``StateError``: the service refuses to
+  start rather than start afresh and forget what it was tracking.
+* A write that fails while running (disk full, read-only, I/O error, the file gone) is a
+  ``StateUnavailable``: the registry keeps the truth in memory and writes all of it again once
+  the file can be written (``reopen`` and ``rewrite``), so a bad disk costs a pause, not a
+  crash and not a forgotten download.
+
+One process per state file: ``StateLock``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import logging
+import os
 import sqlite3
 import sys
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Final
 
 import attrs
 
 from qbit_consumer.errors import QbitConsumerError
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION: Final = 2
 
@@ -62,6 +76,20 @@ CREATE TABLE IF NOT EXISTS outbox (
 
 class StateError(QbitConsumerError):
     """The state file is unusable; the message is the one line the user sees."""
+
+
+class StateUnavailable(QbitConsumerError):
+    """The state file cannot be written now: disk full, read-only, I/O error, file gone.
+
+    Not fatal, unlike ``StateError``: the cause is outside the service and may go away, and
+    the registry holds everything the file should hold. ``reason`` is the short why, for the
+    log and the healthcheck.
+    """
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
 
 
 @attrs.define(slots=True)
@@ -112,29 +140,27 @@ class StoredEvent:
 
 
 _FIELDS: Final = [f.name for f in attrs.fields(Download)]
+_EVENT_FIELDS: Final = [f.name for f in attrs.fields(StoredEvent)]
 
 
 class State:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
+        self._identity: tuple[int, int] | None = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA cache_size=-512")  # KiB: small writes, rare reads
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            _warn_if_empty(path)
+            db = self._connect()
+            version = db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise StateError(
                     f"{path}: written by a newer qbit-consumer (schema {version}); upgrade it"
                 )
-            self._db.executescript(_SCHEMA)
-            if version == 1:  # schema 1 had no added_on
-                self._db.execute("ALTER TABLE downloads ADD COLUMN added_on INTEGER")
-            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            self._db.execute("SELECT count(*) FROM downloads").fetchone()
-            check = self._db.execute("PRAGMA quick_check").fetchone()[0]
+            self._migrate(db, version)
+            db.execute("SELECT count(*) FROM downloads").fetchone()
+            check = db.execute("PRAGMA quick_check").fetchone()[0]
             if check != "ok":
                 raise StateError(f"{path}: the state file is damaged ({check})")
         except sqlite3.DatabaseError as exc:
@@ -145,22 +171,43 @@ class State:
         except OSError as exc:
             raise StateError(f"{path}: cannot open the state file ({exc.strerror})") from None
 
+    def _connect(self) -> sqlite3.Connection:
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA cache_size=-512")  # KiB: small writes, rare reads
+        stat = os.stat(self.path)
+        self._identity = (stat.st_dev, stat.st_ino)
+        return self._db
+
+    @staticmethod
+    def _migrate(db: sqlite3.Connection, version: int) -> None:
+        """Writes only when something is missing, so that a file that is already current opens
+        on a full disk: the service then starts, and waits for space like a running one."""
+        db.executescript(_SCHEMA)
+        if version == 1:  # schema 1 had no added_on
+            db.execute("ALTER TABLE downloads ADD COLUMN added_on INTEGER")
+        if version != SCHEMA_VERSION:
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            if self._db is not None:
+                self._db.close()
 
     # -- reads (at start) ------------------------------------------------------------------
 
     def load_downloads(self) -> list[Download]:
         with self._lock:
+            assert self._db is not None
             cursor = self._db.execute(f"SELECT {', '.join(_FIELDS)} FROM downloads")  # noqa: S608
             return [compact(Download(**dict(zip(_FIELDS, row, strict=True)))) for row in cursor]
 
     def load_outbox(self) -> list[StoredEvent]:
         with self._lock:
+            assert self._db is not None
             rows = self._db.execute(
-                "SELECT seq, event_id, routing_key, hash, request_id, persistent, body "
-                "FROM outbox ORDER BY seq"
+                f"SELECT {', '.join(_EVENT_FIELDS)} FROM outbox ORDER BY seq"  # noqa: S608
             ).fetchall()
         return [
             StoredEvent(
@@ -182,40 +229,181 @@ class State:
         *,
         upsert: Iterable[Download] = (),
         delete: Iterable[str] = (),
-        events: Iterable[tuple[str, str, str | None, str | None, bool, bytes]] = (),
-    ) -> list[int]:
+        events: Iterable[StoredEvent] = (),
+    ) -> None:
         """One transaction: save downloads, forget removed ones, append events to the outbox.
 
-        ``events`` are (event_id, routing_key, hash, request_id, persistent, body); the
-        returned list holds their outbox sequence numbers, in order.
+        Events keep the ``seq`` they were given: the registry numbers them, so that an event
+        has its number (and its place in the publish queue) even when this write fails.
+        :raises StateUnavailable: nothing was written.
         """
-        seqs: list[int] = []
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                self._db.executemany(
-                    f"INSERT OR REPLACE INTO downloads ({', '.join(_FIELDS)}) "  # noqa: S608
-                    f"VALUES ({', '.join('?' for _ in _FIELDS)})",
-                    [_row(d) for d in upsert],
-                )
-                self._db.executemany("DELETE FROM downloads WHERE hash = ?", [(h,) for h in delete])
-                for event in events:
-                    cursor = self._db.execute(
-                        "INSERT INTO outbox (event_id, routing_key, hash, request_id, "
-                        "persistent, body) VALUES (?, ?, ?, ?, ?, ?)",
-                        event,
-                    )
-                    seqs.append(int(cursor.lastrowid or 0))
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
-        return seqs
+        with self._transaction() as db:
+            db.executemany(_UPSERT, [_row(d) for d in upsert])
+            db.executemany("DELETE FROM downloads WHERE hash = ?", [(h,) for h in delete])
+            db.executemany(_INSERT_EVENT, [attrs.astuple(e) for e in events])
+
+    def rewrite(self, downloads: Iterable[Download], events: Iterable[StoredEvent]) -> None:
+        """Replace the whole content, in one transaction: what the registry holds in memory
+        after a time when the file could not be written, or after it was deleted.
+
+        :raises StateUnavailable: nothing was written.
+        """
+        with self._transaction() as db:
+            db.execute("DELETE FROM downloads")
+            db.executemany(_UPSERT, [_row(d) for d in downloads])
+            db.execute("DELETE FROM outbox")
+            db.executemany(_INSERT_EVENT, [attrs.astuple(e) for e in events])
 
     def event_published(self, seq: int) -> None:
+        """:raises StateUnavailable: the row stays (the event is repeated after a restart)."""
+        with self._writing() as db:
+            db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
+
+    # -- the file under the connection -----------------------------------------------------
+
+    def replaced(self) -> bool:
+        """Whether the path no longer leads to the file the connection has open.
+
+        SQLite does not notice: it keeps writing to a deleted file's inode, which is gone at
+        the next start with everything it held. Comparing device and inode is cheap enough to
+        do every few seconds.
+        :raises StateUnavailable: the path cannot even be looked at (say, the disk is gone).
+        """
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            return True
+        except OSError as exc:
+            raise StateUnavailable(self.path, exc.strerror or str(exc)) from None
+        return (stat.st_dev, stat.st_ino) != self._identity
+
+    def reopen(self) -> None:
+        """Open what is at the path now (creating it if it is gone), with the schema; the
+        caller then ``rewrite``s it.
+
+        The old connection is closed first: closing it deletes its ``-wal`` and ``-shm``
+        files by name, which would be the new connection's files if it were opened first, and
+        a new connection opened beside the old files would read the old write-ahead log.
+        :raises StateUnavailable: it cannot be opened; try again later.
+        """
         with self._lock:
-            self._db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
+            if self._db is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.close()
+                self._db = None
+            try:
+                db = self._connect()
+                self._migrate(db, db.execute("PRAGMA user_version").fetchone()[0])
+            except (sqlite3.DatabaseError, OSError) as exc:
+                if self._db is not None:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._db.close()
+                    self._db = None
+                self._identity = None  # so that ``replaced`` says yes, and this is tried again
+                raise StateUnavailable(self.path, _reason(exc)) from None
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        """Where the errors of a write enter: the disk's become ``StateUnavailable``; our own
+        mistakes (a constraint, a closed connection) stay what they are, as bugs."""
+        with self._lock:
+            if self._db is None:
+                raise StateUnavailable(self.path, "the state file could not be opened")
+            try:
+                yield self._db
+            except (sqlite3.IntegrityError, sqlite3.ProgrammingError):
+                raise
+            except (sqlite3.DatabaseError, OSError) as exc:
+                raise StateUnavailable(self.path, _reason(exc)) from None
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._writing() as db:
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                yield db
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    # A failed rollback leaves nothing to save: SQLite has given up the
+                    # transaction already; the original error is the one that matters.
+                    with contextlib.suppress(sqlite3.Error):
+                        db.execute("ROLLBACK")
+                raise
+
+
+class StateLock:
+    """One process per state file: an exclusive ``flock`` on ``<state file>.lock``.
+
+    Two services on one file would each believe its own memory and overwrite the other's
+    rows. The lock is taken before anything starts and held until the process ends (the
+    kernel drops it even after ``kill -9``, so a stale lock file is harmless and never
+    deleted: deleting it would let a third process lock a different inode). The file holds
+    the owner's pid, only so that the refusal can say who holds it.
+    """
+
+    def __init__(self, state_path: Path) -> None:
+        self.path = state_path.with_name(state_path.name + ".lock")
+        try:
+            state_path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StateError(f"{self.path}: cannot open the lock file ({exc.strerror})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = _owner(fd)
+            os.close(fd)
+            raise StateError(
+                f"{state_path} is in use by {owner} (another qbit-consumer run); stop it, "
+                "or give this one a [state] path of its own"
+            ) from None
+        # The pid is only for that message: a full disk must not stop the start.
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _owner(fd: int) -> str:
+    try:
+        pid = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    except OSError:
+        pid = ""
+    return f"process {pid}" if pid.isdigit() else "another process"
+
+
+def _warn_if_empty(path: Path) -> None:
+    """SQLite takes a zero-byte file for a new database without a word; the self-hoster
+    should know that whatever this file held (a failed copy, a full disk) is not tracked."""
+    with contextlib.suppress(FileNotFoundError):
+        if path.stat().st_size == 0:
+            log.warning(
+                "the state file %s is empty (zero bytes): tracking starts empty, as with no "
+                "state file; downloads tracked before are not followed any more",
+                path,
+            )
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    return str(exc)
+
+
+_UPSERT: Final = (
+    f"INSERT OR REPLACE INTO downloads ({', '.join(_FIELDS)}) "  # noqa: S608
+    f"VALUES ({', '.join('?' for _ in _FIELDS)})"
+)
+_INSERT_EVENT: Final = (
+    f"INSERT INTO outbox ({', '.join(_EVENT_FIELDS)}) "  # noqa: S608
+    f"VALUES ({', '.join('?' for _ in _EVENT_FIELDS)})"
+)
 
 
 def compact(download: Download) -> Download:

@@ -21,6 +21,13 @@ from qbit_consumer.config import RabbitmqConfig
 #: message). RabbitMQ 3.10 has no default limit, so without this a poison message that kills
 #: the service would be redelivered forever.
 DELIVERY_LIMIT: Final = 20
+#: How often a running service declares its topology again. RabbitMQ does not tell anyone
+#: when a binding is deleted (or an exchange deleted and declared again without it), so this
+#: is how an exchange-to-exchange binding to the platform, or a command binding, comes back.
+REDECLARE_SECONDS: Final = 30.0
+#: An unroutable lifecycle event makes the service declare its topology again and send the
+#: event once more, at most this often (with nobody bound at all, every event is unroutable).
+REROUTE_AFTER_SECONDS: Final = 1.0
 
 
 @attrs.frozen
@@ -91,8 +98,22 @@ def build_topology(cfg: RabbitmqConfig) -> Topology:
         },
     )
     dead_letter = QueueSpec(cfg.dead_letter_queue, dict(type_args))
+    events = build_event_topology(cfg)
+    return Topology(
+        exchanges=(ExchangeSpec(cfg.command_exchange), *events.exchanges),
+        queues=(command, retry, dead_letter),
+        queue_bindings=(
+            QueueBinding(cfg.command_queue, cfg.command_exchange, COMMAND_ROUTING_KEY),
+        ),
+        exchange_bindings=events.exchange_bindings,
+    )
 
-    exchanges = [ExchangeSpec(cfg.command_exchange), ExchangeSpec(cfg.event_exchange)]
+
+def build_event_topology(cfg: RabbitmqConfig) -> Topology:
+    """What events need: the event exchange and the platform's binding to it. The publisher
+    declares this much itself, so events flow (and reach the platform) even while the
+    consumer is away, and after the exchange was deleted and came back without its binding."""
+    exchanges = [ExchangeSpec(cfg.event_exchange)]
     exchange_bindings: list[ExchangeBinding] = []
     if cfg.platform_exchange:
         exchanges.append(ExchangeSpec(cfg.platform_exchange))
@@ -102,9 +123,7 @@ def build_topology(cfg: RabbitmqConfig) -> Topology:
         ]
     return Topology(
         exchanges=tuple(exchanges),
-        queues=(command, retry, dead_letter),
-        queue_bindings=(
-            QueueBinding(cfg.command_queue, cfg.command_exchange, COMMAND_ROUTING_KEY),
-        ),
+        queues=(),
+        queue_bindings=(),
         exchange_bindings=tuple(exchange_bindings),
     )

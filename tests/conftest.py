@@ -6,15 +6,17 @@ Nothing here is mocked: these fixtures are what the bridge is tested against.
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 import pytest
 
 from qbit_consumer.config import Config
 from tests.fixtures.qbittorrent import USERNAME, QbitProcess
-from tests.fixtures.rabbitmq import BrokerHelper, EventCollector, TestVhost
+from tests.fixtures.rabbitmq import BrokerHelper, EventCollector, TestVhost, rabbitmqctl, vhost_of
 from tests.fixtures.seeder import Seeder
 from tests.fixtures.service import RunningService, TestNames, load, write_ini
 
@@ -69,6 +71,23 @@ def qbit_factory(
     yield make
     for process in started:
         process.kill()
+
+
+@pytest.fixture
+def other_user(amqp_url: str) -> Iterator[str]:
+    """The AMQP URL of a second RabbitMQ user on the test vhost (the service connects as the
+    first): a command it publishes carries a ``user_id`` the service may not publish."""
+    user, password = f"qbc-other-{secrets.token_hex(3)}", secrets.token_hex(8)
+    if rabbitmqctl("add_user", user, password) is None:
+        pytest.skip("rabbitmqctl cannot add a user here")
+    try:
+        rabbitmqctl("set_permissions", "-p", vhost_of(amqp_url), user, ".*", ".*", ".*")
+        parts = urlsplit(amqp_url)
+        yield parts._replace(
+            netloc=f"{quote(user)}:{password}@{parts.hostname}:{parts.port}"
+        ).geturl()
+    finally:
+        rabbitmqctl("delete_user", user)
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
-"""Property: whatever a command body is, it ends either as a torrent with its `added` event,
-or in the DLQ, byte for byte, with a reason and a `failed` event; the service never dies.
+"""Property: whatever a command body and its AMQP properties are, the command ends either as a
+torrent with its `added` event, or in the DLQ, byte for byte, with its properties (user_id and
+expiration moved into headers), a reason and one `failed` event; the service never dies.
 
 `make test` runs a short profile; `make fuzz` runs at least 10,000 examples
 (HYPOTHESIS_PROFILE=long).
@@ -10,13 +11,16 @@ from __future__ import annotations
 import base64
 import json
 import uuid
+from typing import Any
+from urllib.parse import urlsplit
 
+import pika
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from qbit_consumer.errors import REASONS
-from tests.fixtures.rabbitmq import wait_until
+from tests.fixtures.rabbitmq import BrokerHelper, wait_until
 
 pytestmark = pytest.mark.live
 
@@ -97,6 +101,27 @@ valid_command = st.fixed_dictionaries(
 )
 
 
+# Text with lone surrogates: JSON can escape them (\\udc80) in perfectly valid UTF-8 bytes.
+surrogate_text = st.text(
+    st.one_of(
+        st.characters(),
+        st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF, exclude_categories=()),
+    ),
+    max_size=20,
+)
+escaped_command = st.fixed_dictionaries(
+    {
+        "magnet": st.one_of(good_magnet, surrogate_text.map(lambda t: "magnet:?dn=" + t)),
+        "category": st.one_of(st.sampled_from(CATEGORIES), surrogate_text),
+    },
+    optional={
+        "request_id": surrogate_text,
+        "tags": st.lists(surrogate_text, max_size=3),
+        "x": st.dictionaries(surrogate_text, surrogate_text, max_size=2),
+    },
+)
+
+
 def encode(value: object, surrogates: bool) -> bytes:
     text = json.dumps(value, ensure_ascii=False)
     return text.encode("utf-8", "surrogatepass" if surrogates else "strict")
@@ -109,6 +134,8 @@ bodies = st.one_of(
         lambda t: encode(t[0], True)
     ),  # lone surrogates: not UTF-8
     any_json.map(lambda v: encode(v, False)),
+    # Every escape JSON has (\\n, \\u0000, \\", \\/...), lone surrogates among them.
+    escaped_command.map(lambda v: json.dumps(v, ensure_ascii=True).encode()),
     st.binary(max_size=300),
     st.integers(1, 80_000).map(
         lambda n: json.dumps({"magnet": "magnet:?" + "a" * n, "category": "tv"}).encode()
@@ -117,6 +144,83 @@ bodies = st.one_of(
         lambda n: b'{"magnet": ' + b"[" * n + b"]" * n + b', "category": "tv"}'
     ),
 )
+
+shortstr = st.text(max_size=30)
+# Every value type pika can publish (it cannot write floats; the broker's unit tests cover a
+# float header from another client).
+header_leaf = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**63), 2**63 - 1),
+    st.text(max_size=20),
+    st.binary(max_size=20),
+    st.decimals(places=2, min_value=-(10**6), max_value=10**6),
+)
+header_value = st.recursive(
+    header_leaf,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+headers = st.dictionaries(
+    st.one_of(
+        st.text(min_size=1, max_size=12),
+        st.sampled_from(["x-attempts", "x-delivery-count", "x-death", "x-error-reason"]),
+    ),
+    header_value,
+    max_size=5,
+) | st.fixed_dictionaries({"CC": st.lists(shortstr, max_size=2)})
+properties = st.fixed_dictionaries(
+    {},
+    optional={
+        "expiration": st.integers(60_000, 10**9).map(str),
+        "priority": st.integers(0, 255),
+        "headers": headers,
+        "reply_to": shortstr,
+        "type": shortstr,
+        "app_id": shortstr,
+        "content_type": shortstr,
+        "content_encoding": shortstr,
+        "correlation_id": shortstr,
+        "timestamp": st.integers(0, 2**63 - 1),
+        "delivery_mode": st.sampled_from([1, 2]),
+        "cluster_id": shortstr,
+    },
+)
+#: Properties copied as they are onto a dead letter.
+KEPT = (
+    "correlation_id",
+    "reply_to",
+    "type",
+    "app_id",
+    "content_type",
+    "content_encoding",
+    "priority",
+    "timestamp",
+    "cluster_id",
+)
+OURS = ("x-error-reason", "x-error-detail", "x-attempts", "x-failed-at")
+#: A quorum queue sets this one itself on every delivery, whatever the publisher sent.
+BROKERS = ("x-delivery-count",)
+
+
+def check_dead_letter_properties(
+    got: pika.BasicProperties, sent: dict[str, Any], user_id: str | None
+) -> None:
+    for name in KEPT:
+        assert getattr(got, name) == sent.get(name), name
+    assert got.user_id is None and got.expiration is None
+    assert got.delivery_mode == 2
+    moved = got.headers
+    assert moved.get("x-original-user-id") == user_id
+    assert moved.get("x-original-expiration") == sent.get("expiration")
+    for key, value in sent.get("headers", {}).items():
+        if key == "CC":
+            assert "CC" not in moved and moved["x-original-cc"] == value
+        elif key not in OURS + BROKERS:
+            assert moved[key] == value, key
+
 
 PROFILE = settings(
     deadline=None,
@@ -128,23 +232,35 @@ PROFILE = settings(
 )
 
 
-def test_every_body_is_either_added_or_dead_lettered_and_the_service_survives(
-    qbit_factory, make_config, start_service, broker, names, events
+def test_every_command_is_either_added_or_dead_lettered_and_the_service_survives(
+    qbit_factory, make_config, start_service, broker, names, events, other_user
 ):
     qbit = qbit_factory("fuzz")
     service = start_service(
         make_config(qbit, polling={"interval_seconds": 30}, categories={c: "" for c in CATEGORIES})
     )
     client = qbit.client()
+    # A second RabbitMQ user: its commands carry a user_id the service may not publish.
+    other = BrokerHelper(other_user)
+    other_name = urlsplit(other_user).username
     outcomes = {"added": 0, "dead-lettered": 0}
 
     @PROFILE
-    @given(body=bodies)
-    def one_body(body: bytes) -> None:
+    @given(body=bodies, props=properties, as_other=st.booleans())
+    def one_command(body: bytes, props: dict[str, Any], as_other: bool) -> None:
         events.drain()
         seen = len(events.events)
         message_id = str(uuid.uuid4())
-        broker.publish(names.command_exchange, "downloads.add", body, message_id=message_id)
+        user_id = other_name if as_other else None
+        publisher = other if as_other else broker
+        publisher.publish(
+            names.command_exchange,
+            "downloads.add",
+            body,
+            message_id=message_id,
+            user_id=user_id,
+            **props,
+        )
 
         def terminal():
             new = events.drain()[seen:]
@@ -156,14 +272,18 @@ def test_every_body_is_either_added_or_dead_lettered_and_the_service_survives(
             outcomes["added"] += 1
         else:
             assert outcome["reason"] in REASONS
-            [(props, dead_body)] = broker.get_all(names.dead_letter_queue, timeout=10, count=1)
-            assert props.message_id == message_id
+            [(got, dead_body)] = broker.get_all(names.dead_letter_queue, timeout=10, count=1)
+            assert got.message_id == message_id
             assert dead_body == body
-            assert props.headers["x-error-reason"] == outcome["reason"]
+            assert got.headers["x-error-reason"] == outcome["reason"]
+            check_dead_letter_properties(got, props, user_id)
             outcomes["dead-lettered"] += 1
         assert service.alive
 
-    one_body()
+    try:
+        one_command()
+    finally:
+        other.close()
     print(f"\nfuzz outcomes: {outcomes}")
     assert outcomes["added"] > 0 and outcomes["dead-lettered"] > 0
     assert broker.message_count(names.command_queue) == 0

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import secrets
 
+import pytest
+import requests
+
 from qbit_consumer.config import QbittorrentConfig
+from qbit_consumer.errors import TransientError
 from qbit_consumer.qbit import LoginGate, QbitClient
 from tests.fixtures.faults import HttpFaultProxy
 from tests.fixtures.qbittorrent import USERNAME
@@ -43,3 +47,25 @@ def test_the_web_api_version_is_asked_once_per_login_not_before_every_add(qbit_f
         client.close()
     finally:
         proxy.close()
+
+
+def test_a_ban_and_a_wrong_password_shut_the_login_gate_for_different_reasons(qbit_factory):
+    qbit = qbit_factory(max_failed_logins=2)
+    wrong = LoginGate()
+    client = QbitClient(QbittorrentConfig(url=qbit.url, username=USERNAME, password="wrong"), wrong)
+    with pytest.raises(TransientError, match="login failed"):
+        client.ping()
+    assert (wrong.shut_reason() or "").startswith("qBittorrent refused our login 1 time(s)")
+
+    requests.post(  # the second refused login from this IP: qBittorrent bans it
+        f"{qbit.url}/api/v2/auth/login", data={"username": USERNAME, "password": "x"}, timeout=5
+    )
+    banned = LoginGate()
+    client = QbitClient(
+        QbittorrentConfig(url=qbit.url, username=USERNAME, password=qbit.password), banned
+    )
+    with pytest.raises(TransientError, match="403 Forbidden"):
+        client.ping()
+    assert (banned.shut_reason() or "").startswith("qBittorrent answered 403 Forbidden 1 time(s)")
+    with pytest.raises(TransientError, match="not asking qBittorrent for now"):
+        client.ping()  # no request goes out while the gate is shut

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from qbit_consumer.lifecycle import completion_time, is_complete, observe
+from qbit_consumer.lifecycle import (
+    VANISHED_WAIT_CYCLES,
+    Vanish,
+    Vanishing,
+    completion_time,
+    is_complete,
+    observe,
+    replaced,
+)
 from qbit_consumer.qbit import Torrent
 from qbit_consumer.state import Download
 
@@ -154,3 +162,91 @@ def test_a_rekeyed_hybrid_keeps_its_hash_and_learns_its_v2():
     assert seen.download.qbit_id == v2[:40]
     assert seen.download.infohash_v2 == v2
     assert seen.progress.hash == H and seen.progress.infohash_v2 == v2
+
+
+@pytest.mark.parametrize(
+    ("known", "seen", "later"),
+    [
+        (1_700_000_000, 1_700_000_005, True),  # removed and added again
+        (1_700_000_000, 1_700_000_000, False),  # the same torrent
+        (None, 1_700_000_005, False),  # a row from an older state file: learnt, not judged
+        (1_700_000_000, 0, False),  # qBittorrent gave no added_on
+        (None, 0, False),
+    ],
+)
+def test_a_torrent_is_a_later_one_only_when_both_added_on_are_known_and_differ(known, seen, later):
+    assert replaced(known, seen) is later
+
+
+def test_an_unknown_added_on_is_learnt_and_a_known_one_kept():
+    learnt = observe(download(added_on=None), torrent(added_on=1_700_000_005), NOW, 1800)
+    assert learnt.download.added_on == 1_700_000_005
+    kept = observe(download(added_on=1_700_000_000), torrent(added_on=0), NOW, 1800)
+    assert kept.download.added_on == 1_700_000_000
+
+
+FIVE = {f"{n:040x}" for n in range(5)}
+SIX = {f"{n:040x}" for n in range(6)}
+NONE: set[str] = set()
+
+
+def run(watch: Vanishing, cycles: list[tuple[set[str], set[str]] | None]) -> list[Vanish | None]:
+    """Each cycle is (tracked, listed), or None for a failed poll."""
+    verdicts: list[Vanish | None] = []
+    for cycle in cycles:
+        if cycle is None:
+            watch.failed()
+            verdicts.append(None)
+        else:
+            verdicts.append(watch.listing(*cycle))
+    return verdicts
+
+
+def test_removals_wait_while_qbittorrent_lists_none_of_the_tracked_downloads_then_go_ahead():
+    verdicts = run(Vanishing(), [(FIVE, NONE)] * (VANISHED_WAIT_CYCLES + 3))
+    assert verdicts == [
+        Vanish.NOTICED,
+        *[Vanish.WAITING] * (VANISHED_WAIT_CYCLES - 1),
+        Vanish.CONFIRMED,
+        Vanish.NO,
+        Vanish.NO,
+    ]
+    assert [v.holds for v in verdicts] == [True] * VANISHED_WAIT_CYCLES + [False] * 3
+
+
+def test_a_few_downloads_gone_together_or_some_still_listed_are_ordinary_removals():
+    four = set(list(FIVE)[:4])
+    cycles = [(four, NONE), (four, NONE), (FIVE, four), (SIX, {min(SIX)})]
+    assert run(Vanishing(), cycles) == [Vanish.NO] * 4
+
+
+def test_downloads_listed_again_during_the_wait_are_never_reported():
+    watch = Vanishing()
+    assert run(watch, [(SIX, NONE), (SIX, NONE), (SIX, SIX), (SIX, SIX)]) == [
+        Vanish.NOTICED,
+        Vanish.WAITING,
+        Vanish.RETURNED,
+        Vanish.NO,
+    ]
+    assert run(watch, [(SIX, NONE)]) == [Vanish.NOTICED]  # a new episode waits all over again
+
+
+def test_downloads_added_to_the_empty_profile_during_the_wait_do_not_end_it():
+    # The consumer goes on adding to the qBittorrent that answers; it lists those.
+    new = {"f" * 40}
+    verdicts = run(Vanishing(), [(FIVE, NONE)] + [(FIVE | new, new)] * VANISHED_WAIT_CYCLES)
+    assert verdicts == [Vanish.NOTICED, *[Vanish.WAITING] * 9, Vanish.CONFIRMED]
+    back = run(Vanishing(), [(FIVE, NONE), (FIVE | new, new), (FIVE | new, FIVE | new)])
+    assert back == [Vanish.NOTICED, Vanish.WAITING, Vanish.RETURNED]
+
+
+def test_a_failed_poll_starts_the_wait_again_and_the_return_after_it_is_still_noticed():
+    half = VANISHED_WAIT_CYCLES // 2
+    gone = [(FIVE, NONE)] * half
+    verdicts = run(Vanishing(), [*gone, None, *gone, None, (FIVE, FIVE)])
+    assert Vanish.CONFIRMED not in verdicts
+    assert verdicts[half + 1] is Vanish.NOTICED
+    assert verdicts[-1] is Vanish.RETURNED
+    stays_gone = run(Vanishing(), [*gone, None] + [(FIVE, NONE)] * VANISHED_WAIT_CYCLES)
+    assert Vanish.CONFIRMED not in stays_gone  # counted from the failed poll on
+    assert stays_gone[-1] is Vanish.WAITING

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import logging
+import os
 import sqlite3
 
 import pytest
@@ -8,7 +10,7 @@ from qbit_consumer.events import Completed
 from qbit_consumer.magnet import parse_magnet
 from qbit_consumer.publisher import PublishQueue
 from qbit_consumer.registry import Registry, Tracked
-from qbit_consumer.state import State, StateError
+from qbit_consumer.state import State, StateError, StateLock
 
 H = "c12fe1c06bba254a9dc9f519b335aa7c1367a88a"
 
@@ -116,3 +118,102 @@ def test_an_unwritable_state_directory_is_an_error(tmp_path):
     blocker.write_text("x")
     with pytest.raises(StateError):
         State(blocker / "sub" / "s.sqlite3")
+
+
+def track(registry, *hashes):
+    return registry.track(
+        [
+            (
+                parse_magnet(f"magnet:?xt=urn:btih:{h}"),
+                Tracked(
+                    request_id=f"r-{h[:4]}", category="tv", name="x", qbit_id=h, infohash_v2=None
+                ),
+            )
+            for h in hashes
+        ]
+    )
+
+
+def read_file(path):
+    """What a restart would find: the file itself, not the registry's memory."""
+    state = State(path)
+    try:
+        return {d.hash for d in state.load_downloads()}, state.load_outbox()
+    finally:
+        state.close()
+
+
+def test_a_zero_byte_state_file_is_a_fresh_start_with_a_warning(tmp_path, caplog):
+    path = tmp_path / "s.sqlite3"
+    path.write_bytes(b"")
+    with caplog.at_level(logging.WARNING, logger="qbit_consumer"):
+        registry = Registry(State(path), PublishQueue())
+    [warning] = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert str(path) in warning.getMessage()
+    assert "tracking starts empty" in warning.getMessage()
+    assert len(registry) == 0 and track(registry, H) == 1
+
+
+def test_a_missing_state_file_is_a_fresh_start_without_a_warning(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="qbit_consumer"):
+        State(tmp_path / "s.sqlite3")
+    assert caplog.records == []
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+def test_a_state_file_deleted_or_replaced_while_running_is_written_again_in_full(
+    tmp_path, caplog, how
+):
+    path = tmp_path / "s.sqlite3"
+    queue = PublishQueue()
+    registry = Registry(State(path), queue)
+    other = "d" * 40
+    track(registry, H, other)
+    registry.record(events=[completed_event()])
+    [item] = queue.take()
+    registry.maintain()
+    assert caplog.records == []  # nothing happened: nothing to say
+
+    if how == "deleted":
+        for suffix in ("", "-wal", "-shm"):
+            path.with_name(path.name + suffix).unlink()
+    else:  # say, an empty file moved over it; its -wal and -shm are still the old file's
+        (tmp_path / "empty").write_bytes(b"")
+        os.replace(tmp_path / "empty", path)
+    with caplog.at_level(logging.WARNING, logger="qbit_consumer"):
+        registry.maintain()
+
+    [warning] = caplog.records
+    assert "deleted or replaced" in warning.getMessage() and str(path) in warning.getMessage()
+    downloads, outbox = read_file(path)
+    assert downloads == {H, other}
+    assert [(e.seq, e.event_id) for e in outbox] == [(item.seq, item.event_id)]
+    registry.event_published(item.seq)  # the publish queue's number still names the row
+    assert read_file(path)[1] == []
+    assert registry.problem is None and registry.writable.is_set()
+
+
+def test_event_numbers_go_on_after_a_restart_so_they_never_collide(tmp_path):
+    path = tmp_path / "s.sqlite3"
+    state = State(path)
+    Registry(state, PublishQueue()).record(events=[completed_event(), completed_event()])
+    state.close()
+
+    queue = PublishQueue()
+    registry = Registry(State(path), queue)
+    assert registry.restore_outbox() == 2
+    registry.record(events=[completed_event()])
+    assert [item.seq for item in queue.take(10)] == [1, 2, 3]
+    assert [e.seq for e in read_file(path)[1]] == [1, 2, 3]
+
+
+def test_one_process_per_state_file(tmp_path):
+    path = tmp_path / "s.sqlite3"
+    first = StateLock(path)
+    try:
+        with pytest.raises(StateError) as info:
+            StateLock(path)
+        assert str(info.value).startswith(f"{path} is in use by process {os.getpid()} ")
+    finally:
+        first.release()
+    StateLock(path).release()  # free again once released
