@@ -7,10 +7,11 @@ import sqlite3
 import pytest
 
 from qbit_consumer.events import Completed
+from qbit_consumer.lock import StateLock
 from qbit_consumer.magnet import parse_magnet
 from qbit_consumer.publisher import PublishQueue
 from qbit_consumer.registry import Registry, Tracked
-from qbit_consumer.state import State, StateError, StateLock
+from qbit_consumer.state import State, StateError
 
 H = "c12fe1c06bba254a9dc9f519b335aa7c1367a88a"
 
