@@ -55,17 +55,20 @@ class QbitWorker:
         self._make_client = make_client
         self._jobs: queue.SimpleQueue[tuple[Future[object], Callable[[QbitClient], object]] | None]
         self._jobs = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="consumer-qbit", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None  # started by the first command
 
     def submit(self, work: Callable[[QbitClient], T]) -> Future[T]:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="consumer-qbit", daemon=True)
+            self._thread.start()
         future: Future[T] = Future()
         self._jobs.put((future, work))  # type: ignore[arg-type]
         return future
 
     def close(self) -> None:
         """Log out once the work in hand is done; does not wait for it."""
-        self._jobs.put(None)
+        if self._thread is not None:
+            self._jobs.put(None)
 
     def _run(self) -> None:
         client: QbitClient | None = None

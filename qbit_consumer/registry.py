@@ -100,7 +100,7 @@ class Registry:
             ``writable`` is set: a download tracked in memory only would be forgotten by a
             restart, while an unacknowledged command comes back and is tracked then.
         """
-        started, now = time.monotonic(), time.time()
+        started = time.monotonic()
         with self._lock:
             new: dict[str, Download] = {}
             gone: list[Download] = []
@@ -126,7 +126,6 @@ class Registry:
                         last_progress=None,
                         last_completed=None,
                         progress_changed_at=started,
-                        added_at=now,
                         added_on=tracked.added_on,
                     )
                 )

@@ -55,7 +55,6 @@ CREATE TABLE IF NOT EXISTS downloads (
     last_progress REAL,
     last_completed INTEGER,
     progress_changed_at REAL NOT NULL,
-    added_at REAL NOT NULL,
     stalled INTEGER NOT NULL DEFAULT 0,
     paused INTEGER NOT NULL DEFAULT 0,
     errored INTEGER NOT NULL DEFAULT 0,
@@ -107,7 +106,6 @@ class Download:
     last_progress: float | None
     last_completed: int | None
     progress_changed_at: float
-    added_at: float
     stalled: bool = False
     paused: bool = False
     errored: bool = False
@@ -184,8 +182,11 @@ class State:
         """Writes only when something is missing, so that a file that is already current opens
         on a full disk: the service then starts, and waits for space like a running one."""
         db.executescript(_SCHEMA)
-        if version == 1:  # schema 1 had no added_on
+        if version == 1:
+            # Schema 1 had no added_on, and an added_at (wall time) that nothing ever read:
+            # 32 bytes a download in memory, 320 KB of a NAS's RAM at 10,000 tracked.
             db.execute("ALTER TABLE downloads ADD COLUMN added_on INTEGER")
+            db.execute("ALTER TABLE downloads DROP COLUMN added_at")
         if version != SCHEMA_VERSION:
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 

@@ -54,7 +54,6 @@ def download(**fields) -> Download:
         last_progress=0.5,
         last_completed=50,
         progress_changed_at=NOW,
-        added_at=NOW,
     )
     values.update(fields)
     return Download(**values)

@@ -4,6 +4,7 @@ import logging
 import os
 import sqlite3
 
+import attrs
 import pytest
 
 from qbit_consumer.events import Completed
@@ -218,3 +219,42 @@ def test_one_process_per_state_file(tmp_path):
     finally:
         first.release()
     StateLock(path).release()  # free again once released
+
+
+def test_a_schema_1_state_file_is_migrated_keeping_its_downloads(tmp_path):
+    path = tmp_path / "old.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript(
+        """
+        CREATE TABLE downloads (
+            hash TEXT PRIMARY KEY, qbit_id TEXT NOT NULL, infohash_v1 TEXT, infohash_v2 TEXT,
+            request_id TEXT, category TEXT, name TEXT, stage TEXT NOT NULL, last_state TEXT,
+            last_progress REAL, last_completed INTEGER, progress_changed_at REAL NOT NULL,
+            added_at REAL NOT NULL, stalled INTEGER NOT NULL DEFAULT 0,
+            paused INTEGER NOT NULL DEFAULT 0, errored INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE TABLE outbox (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL UNIQUE,
+            routing_key TEXT NOT NULL, hash TEXT, request_id TEXT, persistent INTEGER NOT NULL,
+            body BLOB NOT NULL
+        );
+        PRAGMA user_version=1;
+        """
+    )
+    db.execute(
+        "INSERT INTO downloads VALUES (?, ?, ?, NULL, 'r1', 'tv', 'x', 'completed', 'uploading',"
+        " 1.0, 5, 1.0, 1.0, 0, 0, 0)",
+        (H, H, H),
+    )
+    db.commit()
+    db.close()
+
+    state = State(path)
+    [download] = state.load_downloads()
+    assert (download.hash, download.request_id, download.stage) == (H, "r1", "completed")
+    assert download.added_on is None  # learnt at its first poll
+    state.commit(upsert=[attrs.evolve(download, added_on=1_700_000_000)])
+    state.close()
+    columns = [row[1] for row in sqlite3.connect(path).execute("PRAGMA table_info(downloads)")]
+    assert "added_on" in columns and "added_at" not in columns
+    assert State(path).load_downloads()[0].added_on == 1_700_000_000
