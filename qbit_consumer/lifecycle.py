@@ -200,6 +200,12 @@ class Vanishing:
             return Vanish.CONFIRMED
         return Vanish.NO  # reported already; those not yet confirmed removed follow as usual
 
+    @property
+    def waiting(self) -> bool:
+        """Whether downloads vanished and the rule is counting: only then can a cycle in which
+        qBittorrent listed every download it was asked about change anything."""
+        return bool(self.cycles or self.vanished)
+
     def failed(self) -> None:
         """A poll failed: counting starts again at the next one that works."""
         self.cycles = 0

@@ -145,6 +145,7 @@ class PollerThread(threading.Thread):
         downloads = self._registry.snapshot()
         active = [d for d in downloads if d.stage == "active"]
         checked = active + self._sweep_slice([d for d in downloads if d.stage != "active"])
+        del downloads, active  # 10,000 references a cycle: only ``checked`` is needed now
         if not checked:
             qbit.ping()  # nothing to track, but an outage must still be noticed
             self._apply(_Look(events=self._on_success(now)), persist_all)
@@ -165,13 +166,16 @@ class PollerThread(threading.Thread):
                     self._observe(look, download, torrent, now, stalled_after)
             del index
             self._apply(look, persist_all)
-        tracked = {d.hash for d in downloads}
         if not missing:
-            self._vanished(self._vanishing.listing(tracked, {d.hash for d in checked}))
+            if self._vanishing.waiting:  # otherwise a full answer changes nothing: no sets built
+                tracked = {d.hash for d in self._registry.snapshot()}
+                self._vanished(self._vanishing.listing(tracked, {d.hash for d in checked}))
             return
         # Removed, or re-keyed (a hybrid torrent listed under its v2 id once its metadata
         # arrived): only a full listing can tell.
         look = _Look()
+        downloads = self._registry.snapshot()
+        tracked = {d.hash for d in downloads}
         index = index_torrents(qbit.all_torrents())
         listed = {d.hash for d in downloads if _match(d, index) is not None}
         hold = self._vanished(self._vanishing.listing(tracked, listed))
