@@ -21,7 +21,8 @@ from pathlib import Path
 
 from qbit_consumer.config import load_config
 from qbit_consumer.lifecycle import is_complete
-from qbit_consumer.qbit import LoginGate, QbitClient
+from qbit_consumer.login_gate import LoginGate
+from qbit_consumer.qbit import QbitClient
 from tests.fixtures.qbittorrent import USERNAME, QbitProcess
 from tests.fixtures.rabbitmq import BrokerHelper, EventCollector, TestVhost, connect, wait_until
 from tests.fixtures.seeder import Seeder

@@ -28,10 +28,11 @@ import qbittorrentapi
 import torf
 
 from qbit_consumer.config import Config, PollingConfig, QbittorrentConfig
+from qbit_consumer.login_gate import LoginGate
 from qbit_consumer.magnet import parse_magnet
 from qbit_consumer.poller import COMPLETED_SWEEP_CYCLES, PollerThread
 from qbit_consumer.publisher import PublishQueue
-from qbit_consumer.qbit import LoginGate, QbitClient
+from qbit_consumer.qbit import QbitClient
 from qbit_consumer.registry import Registry, Tracked
 from qbit_consumer.state import State
 from tests.fixtures.qbittorrent import USERNAME, QbitProcess

@@ -27,7 +27,8 @@ from qbit_consumer.errors import (
     TransientError,
 )
 from qbit_consumer.messages import MANAGED_TAG, AddCommand
-from qbit_consumer.qbit import QbitClient, Torrent, index_torrents
+from qbit_consumer.qbit import QbitClient
+from qbit_consumer.torrents import Torrent, index_torrents
 
 #: qBittorrent adds torrents asynchronously; how long a new one may take to be listed.
 LIST_TIMEOUT_SECONDS: Final = 15.0

@@ -14,8 +14,9 @@ from typing import Any
 from qbit_consumer.broker import Broker
 from qbit_consumer.config import Config, load_config
 from qbit_consumer.errors import ConfigError, InvalidCommand, QbitConsumerError
+from qbit_consumer.login_gate import LoginGate
 from qbit_consumer.logs import setup_logging
-from qbit_consumer.qbit import LoginGate, QbitClient
+from qbit_consumer.qbit import QbitClient
 from qbit_consumer.redact import config_secrets, redact_url
 
 EXIT_OK = 0

@@ -29,9 +29,10 @@ from qbit_consumer.broker import Broker, Delivery
 from qbit_consumer.commands import CommandHandler
 from qbit_consumer.config import Config
 from qbit_consumer.errors import ShuttingDown, TopologyConflict
+from qbit_consumer.login_gate import LoginGate
 from qbit_consumer.messages import AddCommand
 from qbit_consumer.poison import PoisonGuard, marker_path
-from qbit_consumer.qbit import LoginGate, QbitClient, Reachability
+from qbit_consumer.qbit import QbitClient, Reachability
 from qbit_consumer.reconnect import stay_connected
 from qbit_consumer.redact import redact_url
 from qbit_consumer.topology import build_topology

@@ -20,8 +20,8 @@ from typing import Final
 import attrs
 
 from qbit_consumer.events import Completed, Errored, Event, Paused, Progress, Removed, Stalled
-from qbit_consumer.qbit import Torrent
 from qbit_consumer.state import Download
+from qbit_consumer.torrents import Torrent
 
 #: States in which qBittorrent's numbers describe a check or a move, not the download.
 CHECKING: Final = frozenset({"checkingDL", "checkingUP", "checkingResumeData", "moving"})

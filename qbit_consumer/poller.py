@@ -48,10 +48,12 @@ from qbit_consumer.lifecycle import (
     removed,
     replaced,
 )
+from qbit_consumer.login_gate import LoginGate
 from qbit_consumer.publisher import Item
-from qbit_consumer.qbit import LoginGate, QbitClient, Reachability, Torrent, index_torrents
+from qbit_consumer.qbit import QbitClient, Reachability
 from qbit_consumer.registry import Registry
 from qbit_consumer.state import Download
+from qbit_consumer.torrents import Torrent, index_torrents
 
 log = logging.getLogger(__name__)
 

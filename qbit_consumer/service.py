@@ -38,10 +38,10 @@ from qbit_consumer.config import Config
 from qbit_consumer.consumer import ConsumerThread
 from qbit_consumer.health import WRITE_EVERY_SECONDS, HealthFile
 from qbit_consumer.lock import StateLock
+from qbit_consumer.login_gate import LoginGate
 from qbit_consumer.messages import AddCommand
 from qbit_consumer.poller import PollerThread
 from qbit_consumer.publisher import PublisherThread, PublishQueue
-from qbit_consumer.qbit import LoginGate
 from qbit_consumer.registry import Registry, Tracked
 from qbit_consumer.state import State, StateError
 

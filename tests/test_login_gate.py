@@ -12,10 +12,10 @@ import time
 import pytest
 import requests
 
-import qbit_consumer.qbit as qbit_module
+import qbit_consumer.login_gate as gate_module
 from qbit_consumer.errors import TransientError
 from qbit_consumer.health import check_health
-from qbit_consumer.qbit import LoginGate
+from qbit_consumer.login_gate import LoginGate
 from tests.fixtures.faults import HttpFaultProxy
 from tests.fixtures.qbittorrent import USERNAME
 from tests.fixtures.rabbitmq import wait_until
@@ -40,7 +40,7 @@ class FakeTime:
 @pytest.fixture
 def clock(monkeypatch):
     fake = FakeTime()
-    monkeypatch.setattr(qbit_module, "time", fake)
+    monkeypatch.setattr(gate_module, "time", fake)
     return fake
 
 
@@ -131,8 +131,8 @@ def refusal(cfg) -> list[str]:
 def test_a_banned_ip_holds_commands_back_until_the_ban_ends_then_everything_resumes(
     qbit_factory, make_config, start_service, events, broker, names, monkeypatch
 ):
-    monkeypatch.setattr(qbit_module, "FORBIDDEN_BACKOFF_BASE", 0.5)
-    monkeypatch.setattr(qbit_module, "FORBIDDEN_BACKOFF_CAP", 2.0)
+    monkeypatch.setattr(gate_module, "FORBIDDEN_BACKOFF_BASE", 0.5)
+    monkeypatch.setattr(gate_module, "FORBIDDEN_BACKOFF_CAP", 2.0)
     server = qbit_factory(ban_duration=BAN_SECONDS, max_failed_logins=3)
     proxy = HttpFaultProxy(server.url)  # counts the service's requests; same client IP
     try:
@@ -180,7 +180,7 @@ def test_a_banned_ip_holds_commands_back_until_the_ban_ends_then_everything_resu
 def test_a_refused_password_is_tried_again_forever_and_works_once_qbittorrent_accepts_it(
     qbit_factory, make_config, start_service, events, monkeypatch
 ):
-    monkeypatch.setattr(qbit_module, "REFUSED_LOGIN_BACKOFF", (0.3, 0.6, 1.0))
+    monkeypatch.setattr(gate_module, "REFUSED_LOGIN_BACKOFF", (0.3, 0.6, 1.0))
     server = qbit_factory()
     proxy = HttpFaultProxy(server.url)
     configured = "the-password-qbittorrent-lost"

@@ -9,7 +9,8 @@ import requests
 
 from qbit_consumer.config import QbittorrentConfig
 from qbit_consumer.errors import TransientError
-from qbit_consumer.qbit import LoginGate, QbitClient
+from qbit_consumer.login_gate import LoginGate
+from qbit_consumer.qbit import QbitClient
 from tests.fixtures.faults import HttpFaultProxy
 from tests.fixtures.qbittorrent import USERNAME
 

@@ -13,8 +13,8 @@ from qbit_consumer.lifecycle import (
     observe,
     replaced,
 )
-from qbit_consumer.qbit import Torrent
 from qbit_consumer.state import Download
+from qbit_consumer.torrents import Torrent
 
 H = "c12fe1c06bba254a9dc9f519b335aa7c1367a88a"
 NOW = 1_800_000_000.0

@@ -12,8 +12,10 @@ import responses
 from qbit_consumer.adding import AddResult, add_downloads
 from qbit_consumer.config import QbittorrentConfig
 from qbit_consumer.errors import InvalidCommand, TransientError
+from qbit_consumer.login_gate import LoginGate
 from qbit_consumer.messages import CommandContext, parse_command
-from qbit_consumer.qbit import LoginGate, QbitClient, Torrent
+from qbit_consumer.qbit import QbitClient
+from qbit_consumer.torrents import Torrent
 
 URL = "http://qbt.test:8080"
 V1 = "c12fe1c06bba254a9dc9f519b335aa7c1367a88a"
@@ -179,10 +181,10 @@ def test_refused_logins_spend_qbittorrents_ban_budget_slowly(api):
     gate = LoginGate()
     clock = {"now": 1000.0}
 
-    import qbit_consumer.qbit as qbit_module
+    import qbit_consumer.login_gate as gate_module
 
-    original = qbit_module.time.monotonic
-    qbit_module.time.monotonic = lambda: clock["now"]
+    original = gate_module.time.monotonic
+    gate_module.time.monotonic = lambda: clock["now"]
     try:
         qbit = client(gate)
         for _ in range(20):  # a busy service tries again and again...
@@ -190,7 +192,7 @@ def test_refused_logins_spend_qbittorrents_ban_budget_slowly(api):
                 qbit.torrents([V1])
             clock["now"] += 400  # ...over a long time
     finally:
-        qbit_module.time.monotonic = original
+        gate_module.time.monotonic = original
     # 30 s, then 300 s, then an hour between attempts: 4 logins in 20 tries 400 s apart.
     assert login.call_count == 4 < 5
 
