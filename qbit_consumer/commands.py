@@ -47,18 +47,24 @@ from qbit_consumer.errors import (
     ShuttingDown,
     TransientError,
 )
-from qbit_consumer.events import Added, Event, Failed, Received, now_rfc3339
+from qbit_consumer.events import Event
 from qbit_consumer.messages import AddCommand, CommandContext, parse_command
+from qbit_consumer.outcomes import (
+    Copy,
+    added_event,
+    attempts_so_far,
+    dead_letter_copy,
+    received_event,
+    retry_copy,
+)
 from qbit_consumer.poison import PoisonGuard
 from qbit_consumer.qbit import QbitClient
-from qbit_consumer.reconnect import Backoff
+from qbit_consumer.reconnect import Declarations, Refusals
 from qbit_consumer.state import StateUnavailable
-from qbit_consumer.topology import REDECLARE_SECONDS, REROUTE_AFTER_SECONDS, Topology
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-ATTEMPTS_HEADER: Final = "x-attempts"
 #: Pauses between offers of a refused copy: from 1 s up to this many seconds.
 REFUSED_BACKOFF_CAP_SECONDS: Final = 60.0
 
@@ -70,16 +76,6 @@ class QbitRunner(Protocol):
     def __call__(self, work: Callable[[QbitClient], T]) -> Future[T]: ...
 
 
-@attrs.frozen
-class _Copy:
-    """Where a command's message goes instead of being acked, and what follows it there."""
-
-    queue: str
-    headers: dict[str, Any]
-    failed: Failed | None  # published once the copy is confirmed (dead letters only)
-    log_line: str
-
-
 @attrs.define(eq=False)  # compared by identity: two equal commands are still two messages
 class _Taken:
     """One delivery of a batch and what is known of it."""
@@ -88,7 +84,7 @@ class _Taken:
     attempt: int
     context: CommandContext
     command: AddCommand | None = None
-    copy: _Copy | None = None
+    copy: Copy | None = None
     sent: Sent | None = None
 
 
@@ -101,7 +97,7 @@ class CommandHandler:
         broker: Broker,
         run_qbit: QbitRunner,
         *,
-        topology: Topology,
+        declarations: Declarations,
         guard: PoisonGuard,
         stopping: Callable[[], bool],
         on_added: Callable[[list[tuple[AddCommand, AddResult]]], None] | None = None,
@@ -109,21 +105,14 @@ class CommandHandler:
         self._cfg = cfg
         self._broker = broker
         self._run_qbit = run_qbit
-        self._topology = topology
+        self._declarations = declarations
         self._guard = guard
         self._stopping = stopping
         self._on_added = on_added
         self._events: list[tuple[Event, Sent]] = []  # what the batch in hand has published
-        self._declared_at = time.monotonic()  # the connection declared it just before
-        self._rerouted_at = -REROUTE_AFTER_SECONDS
         # Commands whose copy the broker refused: unacked, offered again after a pause.
         self._held: list[_Taken] = []
-        self._held_backoff = Backoff(base=1.0, cap=REFUSED_BACKOFF_CAP_SECONDS)
-        self._held_next_try = 0.0
-
-    @property
-    def held(self) -> int:
-        return len(self._held)
+        self._refusals = Refusals(cap=REFUSED_BACKOFF_CAP_SECONDS)
 
     def handle_batch(self, deliveries: list[Delivery]) -> None:
         """Carry out commands that arrived together; each is acked once its outcome is safe.
@@ -167,17 +156,12 @@ class CommandHandler:
     def tend(self) -> None:
         """Between batches: offer held copies again, and declare the topology again when due
         (RabbitMQ tells nobody that a binding was deleted)."""
-        if time.monotonic() - self._declared_at >= REDECLARE_SECONDS:
-            self._declare()
+        self._declarations.tend()
         self._retry_held()
-
-    def _declare(self) -> None:
-        self._broker.declare(self._topology)
-        self._declared_at = time.monotonic()
 
     def _retry_held(self) -> None:
         """Offer the copies of held commands again, once their pause is over."""
-        if not self._held or time.monotonic() < self._held_next_try:
+        if not self._held or self._refusals.remaining() > 0:
             return
         held, self._held = self._held, []
         self._events = []
@@ -214,7 +198,7 @@ class CommandHandler:
         adding = self._run_qbit(lambda qbit: add_downloads(qbit, commands, categories.__getitem__))
         for item in valid:
             if item.attempt == 1 and item.command is not None:
-                self._send(_received(item.command))
+                self._send(received_event(item.command))
         outcomes = self._broker.wait_for(adding, self._stopping)
         added: list[tuple[AddCommand, AddResult]] = []
         for item, outcome in zip(valid, outcomes, strict=True):
@@ -260,7 +244,7 @@ class CommandHandler:
         if any(not item.sent.routed for item in copies if item.sent is not None):
             # A queue of ours is gone (deleted by hand?): declare it again, offer at once.
             log.warning("a retry or dead-letter queue is missing; declaring the topology again")
-            self._declare()
+            self._declarations.declare()
         refused = [item for item in copies if item.sent and not _safe(item.sent)]
         taken = [item for item in copies if item not in refused]
         for item in taken:
@@ -273,22 +257,20 @@ class CommandHandler:
         self._hold(refused, any(item.sent and item.sent.nacked for item in refused))
 
     def _hold(self, refused: list[_Taken], nacked: bool) -> None:
+        """Refused copies keep their commands unacked. A nack starts (or lengthens) a pause;
+        a copy that found no queue is offered again at once, its queue declared again."""
         if not refused:
-            if self._held_next_try and not self._held:
+            if not self._held and self._refusals.accepted():
                 log.warning("the retry and dead-letter queues take messages again")
-                self._held_backoff.reset()
-                self._held_next_try = 0.0
             return
-        if not self._held and not self._held_next_try:
+        self._held.extend(refused)
+        if nacked and self._refusals.refused():
             log.error(
                 "RabbitMQ refuses copies for the retry or dead-letter queue (a length limit "
                 "with reject-publish, or a resource alarm?): %d command(s) stay unacked and "
                 "are offered again with a growing pause; other commands go on",
                 len(refused),
             )
-        self._held.extend(refused)
-        pause = self._held_backoff.next() if nacked else 0.0
-        self._held_next_try = time.monotonic() + pause
 
     def _ack(self, done: list[_Taken]) -> None:
         """Deliveries are taken in order, so when nothing is held the batch is exactly what
@@ -307,9 +289,7 @@ class CommandHandler:
         what is still unroutable then has nobody listening."""
         unrouted = [event for event, sent in self._events if not sent.routed]
         self._events = []
-        if unrouted and time.monotonic() - self._rerouted_at >= REROUTE_AFTER_SECONDS:
-            self._rerouted_at = time.monotonic()
-            self._declare()
+        if unrouted and self._declarations.reroute():
             for event in unrouted:
                 self._send(event)
             self._broker.settle()
@@ -329,7 +309,7 @@ class CommandHandler:
         """The one place where an outcome becomes a broker action (the ack follows later)."""
         if isinstance(outcome, AddResult):
             assert item.command is not None
-            self._send(_added(item.command, outcome))
+            self._send(added_event(item.command, outcome))
             log.info(
                 "added %s%s",
                 outcome.torrent.name,
@@ -348,36 +328,10 @@ class CommandHandler:
             raise outcome
 
     def _retry(self, item: _Taken, error: str) -> None:
-        item.copy = _Copy(
-            self._cfg.rabbitmq.retry_queue,
-            {ATTEMPTS_HEADER: item.attempt, "x-last-error": error},
-            None,
-            f"attempt {item.attempt} of {self._cfg.rabbitmq.max_attempts} failed, retrying "
-            f"in {self._cfg.rabbitmq.retry_delay_seconds:g} s: {error}",
-        )
+        item.copy = retry_copy(self._cfg.rabbitmq, item.attempt, error)
 
     def _dead_letter(self, item: _Taken, reason: str, detail: str) -> None:
-        context = item.context
-        magnet = context.magnet
-        item.copy = _Copy(
-            self._cfg.rabbitmq.dead_letter_queue,
-            {
-                "x-error-reason": reason,
-                "x-error-detail": detail,
-                ATTEMPTS_HEADER: item.attempt,
-                "x-failed-at": now_rfc3339(),
-            },
-            Failed(
-                request_id=context.request_id,
-                hash=magnet.hash if magnet else None,
-                infohash_v2=magnet.infohash_v2 if magnet else None,
-                name=magnet.display_name if magnet else None,
-                category=context.category,
-                reason=reason,
-                detail=detail,
-            ),
-            f"dead-lettered a command: {reason}: {detail}",
-        )
+        item.copy = dead_letter_copy(self._cfg.rabbitmq, item.context, item.attempt, reason, detail)
 
     def _send(self, event: Event) -> None:
         self._events.append(
@@ -409,34 +363,3 @@ def _log_fields(item: _Taken) -> dict[str, Any]:
     if item.copy is not None and item.copy.failed is not None:
         fields["reason"] = item.copy.failed.reason
     return fields
-
-
-def attempts_so_far(headers: Any) -> int:
-    """How often this command was tried before; garbage in the header counts as never."""
-    value = headers.get(ATTEMPTS_HEADER) if hasattr(headers, "get") else None
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
-
-
-def _received(command: AddCommand) -> Received:
-    magnet = command.magnet
-    return Received(
-        request_id=command.request_id,
-        hash=magnet.hash,
-        infohash_v2=magnet.infohash_v2,
-        name=magnet.display_name,
-        category=command.category,
-        magnet=magnet.uri,
-    )
-
-
-def _added(command: AddCommand, result: AddResult) -> Added:
-    magnet = command.magnet
-    return Added(
-        request_id=command.request_id,
-        hash=magnet.hash,
-        infohash_v2=magnet.infohash_v2,
-        name=result.torrent.name,
-        category=command.category,
-        save_path=result.torrent.save_path,
-        duplicate=result.duplicate,
-    )

@@ -33,7 +33,7 @@ from qbit_consumer.login_gate import LoginGate
 from qbit_consumer.messages import AddCommand
 from qbit_consumer.poison import PoisonGuard, marker_path
 from qbit_consumer.qbit import QbitClient, Reachability
-from qbit_consumer.reconnect import stay_connected
+from qbit_consumer.reconnect import Declarations, stay_connected
 from qbit_consumer.redact import redact_url
 from qbit_consumer.topology import build_topology
 
@@ -150,7 +150,7 @@ class ConsumerThread(threading.Thread):
             self._cfg,
             broker,
             self._qbit.submit,
-            topology=self._topology,
+            declarations=Declarations(broker, self._topology),
             guard=self._guard,
             stopping=self._stopping.is_set,
             on_added=self._on_added,

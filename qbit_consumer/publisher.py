@@ -28,13 +28,9 @@ from qbit_consumer.config import Config
 from qbit_consumer.confirms import Sent
 from qbit_consumer.errors import BrokerUnavailable, TopologyConflict
 from qbit_consumer.events import Event
-from qbit_consumer.reconnect import Backoff, stay_connected
+from qbit_consumer.reconnect import Declarations, Refusals, stay_connected
 from qbit_consumer.state import StoredEvent
-from qbit_consumer.topology import (
-    REDECLARE_SECONDS,
-    REROUTE_AFTER_SECONDS,
-    build_event_topology,
-)
+from qbit_consumer.topology import build_event_topology
 
 log = logging.getLogger(__name__)
 
@@ -161,10 +157,9 @@ class PublisherThread(threading.Thread):
         self.failure: BaseException | None = None
         self.connected = threading.Event()
         self.last_beat = time.time()
-        self._declared_at = 0.0
-        self._rerouted_at = -REROUTE_AFTER_SECONDS
-        self._refused_until = 0.0  # monotonic; 0 while the broker takes what we send
-        self._refused_backoff = Backoff(base=1.0, cap=60.0)
+        self._refusals = Refusals()
+        # Only what events need: the consumer declares the rest, and events flow without it.
+        self._topology = build_event_topology(cfg.rabbitmq)
 
     def stop(self, flush_seconds: float = 3.0) -> None:
         self._flush_deadline = time.monotonic() + flush_seconds
@@ -176,7 +171,7 @@ class PublisherThread(threading.Thread):
             stay_connected(
                 self._cfg.rabbitmq.url,
                 "publisher",
-                build_event_topology(self._cfg.rabbitmq),
+                self._topology,
                 self._serve,
                 stopped=self._done,
                 pause=self._sleep,
@@ -193,20 +188,18 @@ class PublisherThread(threading.Thread):
     def _serve(self, broker: Broker) -> None:
         self._queue.set_waker(lambda: broker.call_soon_threadsafe(_nothing))
         self.connected.set()
-        self._declared_at = time.monotonic()
-        self._publish_until_done(broker)
+        self._publish_until_done(broker, Declarations(broker, self._topology))
 
     def _disconnected(self) -> None:
         self.connected.clear()
         self._queue.set_waker(None)
 
-    def _publish_until_done(self, broker: Broker) -> None:
+    def _publish_until_done(self, broker: Broker, declarations: Declarations) -> None:
         while not self._done():
             self.last_beat = time.time()
-            if time.monotonic() - self._declared_at >= REDECLARE_SECONDS:
-                self._declare(broker)
-            if time.monotonic() < self._refused_until:
-                broker.idle(min(1.0, self._refused_until - time.monotonic()))
+            declarations.tend()
+            if (pause := self._refusals.remaining()) > 0:
+                broker.idle(min(1.0, pause))
                 continue
             batch = self._queue.take(BATCH_SIZE)
             if not batch:
@@ -214,13 +207,9 @@ class PublisherThread(threading.Thread):
                     return
                 broker.idle(1.0)  # returns early when a producer wakes us
                 continue
-            self._publish_batch(broker, batch)
+            self._publish_batch(broker, declarations, batch)
 
-    def _declare(self, broker: Broker) -> None:
-        broker.declare(build_event_topology(self._cfg.rabbitmq))
-        self._declared_at = time.monotonic()
-
-    def _publish_batch(self, broker: Broker, batch: list[Item]) -> None:
+    def _publish_batch(self, broker: Broker, declarations: Declarations, batch: list[Item]) -> None:
         """Send the whole batch, then wait once for all its confirms (streaming confirms)."""
         exchange = self._cfg.rabbitmq.event_exchange
         sent: list[tuple[Item, Sent]] = []
@@ -228,11 +217,9 @@ class PublisherThread(threading.Thread):
             sent = [(item, self._send(broker, exchange, item)) for item in batch]
             broker.settle()
             unrouted = [item for item, s in sent if not s.routed and item.seq is not None]
-            if unrouted and time.monotonic() - self._rerouted_at >= REROUTE_AFTER_SECONDS:
-                self._rerouted_at = time.monotonic()
-                # The exchange may have been deleted and declared again without its bindings:
-                # declare them again, and send these once more.
-                self._declare(broker)
+            # The exchange may have been deleted and declared again without its bindings:
+            # declare them again, and send these once more.
+            if unrouted and declarations.reroute():
                 again = {id(item): self._send(broker, exchange, item) for item in unrouted}
                 broker.settle()
                 sent = [(item, again.get(id(item), s)) for item, s in sent]
@@ -253,19 +240,16 @@ class PublisherThread(threading.Thread):
         publishes, or failed) wait at the head of the queue; offering them again at once
         would only be refused again, so the pause grows, and the outage is logged once."""
         if not refused:
-            if self._refused_until:
+            if self._refusals.accepted():
                 log.warning("RabbitMQ takes events again")
-                self._refused_until = 0.0
-                self._refused_backoff.reset()
             return
-        if not self._refused_until:
+        if self._refusals.refused():
             log.error(
                 "RabbitMQ refuses events (a queue bound to %r is full and rejects publishes?): "
                 "they wait in memory and the outbox, offered again with a growing pause",
                 self._cfg.rabbitmq.event_exchange,
             )
         self._queue.put_back(refused)
-        self._refused_until = time.monotonic() + self._refused_backoff.next()
 
     @staticmethod
     def _send(broker: Broker, exchange: str, item: Item) -> Sent:

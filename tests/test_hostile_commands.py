@@ -164,11 +164,9 @@ def test_the_topology_comes_back_when_pieces_are_deleted_while_running(
 ):
     """An admin deletes each piece in turn; events keep reaching the platform and commands
     keep working."""
-    import qbit_consumer.commands
-    import qbit_consumer.publisher
+    import qbit_consumer.reconnect
 
-    monkeypatch.setattr(qbit_consumer.commands, "REDECLARE_SECONDS", 1.0)
-    monkeypatch.setattr(qbit_consumer.publisher, "REDECLARE_SECONDS", 1.0)
+    monkeypatch.setattr(qbit_consumer.reconnect, "REDECLARE_SECONDS", 1.0)
     start_service(
         make_config(
             qbittorrent,
