@@ -1,42 +1,25 @@
-"""RabbitMQ through pika's BlockingConnection. The only module that imports pika.
-
-Thread rule (pika FAQ at 1.4.4): a ``Broker`` and its channel belong to the thread that created
-them. The one call another thread may make is ``call_soon_threadsafe``, which wraps
-``add_callback_threadsafe``.
-
-Every pika exception is translated here: connection-level problems become ``BrokerUnavailable``
-(the caller reconnects), a declaration refused with 406/404 becomes ``TopologyConflict`` (the
-caller stops). The channel is always in confirm mode, so a ``publish`` that returns means the
-broker has taken responsibility for the message.
-
-Confirms are streamed: ``send`` puts a message on the wire and returns at once, ``settle`` waits
-until the broker has confirmed everything sent so far. A batch of events thus costs one round
-trip instead of one per event. pika's BlockingChannel only offers publish-and-wait, so this
-uses its underlying asynchronous channel (``BlockingChannel._impl``, the one private pika
-attribute we touch; the broker tests fail loudly if a pika release moves it).
-"""
+"""The ``Broker``: one connection and one confirm-mode channel, owned by one thread."""
 
 from __future__ import annotations
 
 import concurrent.futures
 import logging
-import re
 import socket
-import ssl
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Final, TypeVar
-from urllib.parse import urlsplit
 
-import attrs
 import pika
 import pika.channel
-import pika.data
 import pika.exceptions
 import pika.frame
 import pika.spec
 from pika.adapters.blocking_connection import BlockingChannel
 
+from qbit_consumer.broker.copies import copy_properties
+from qbit_consumer.broker.declaring import declaration_steps
+from qbit_consumer.broker.messages import Delivery, Outgoing, delivery_from
+from qbit_consumer.broker.params import AMQP_ERRORS, conflict_sentence, describe, parameters
 from qbit_consumer.confirms import InFlight, Sent
 from qbit_consumer.errors import BrokerUnavailable, ShuttingDown, TopologyConflict
 from qbit_consumer.redact import redact_url
@@ -45,60 +28,10 @@ from qbit_consumer.topology import Topology
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-#: Seconds; frames go out every half of it. Explicit so a broker default cannot change it, and
-#: long enough that a slow confirm never looks like a dead peer. Threads that own a connection
-#: never block longer than a fraction of this (qBittorrent calls run on a helper thread).
-HEARTBEAT_SECONDS: Final = 30
-#: A broker under a memory or disk alarm blocks publishers; give up after this many seconds
-#: and reconnect, instead of hanging forever inside basic_publish.
-BLOCKED_CONNECTION_TIMEOUT: Final = 60
 #: How often an idle consumer wakes up to look at its stop flag.
 CONSUME_TICK_SECONDS: Final = 0.5
 #: Seconds to wait for confirm.select-ok right after connecting.
 CONFIRM_SELECT_TIMEOUT: Final = 10
-
-_AMQP_ERRORS: Final = (pika.exceptions.AMQPError, OSError)
-
-
-@attrs.frozen(kw_only=True)
-class Delivery:
-    """One message taken from a queue. ``properties`` is pika's object, opaque to callers:
-    it is only handed back to ``republish`` so a copy keeps every property."""
-
-    body: bytes
-    delivery_tag: int
-    redelivered: bool
-    properties: Any
-    headers: Mapping[str, Any]
-    correlation_id: str | None
-    message_id: str | None
-
-
-@attrs.frozen(kw_only=True)
-class Outgoing:
-    """Properties of a message we create ourselves (events)."""
-
-    message_id: str
-    correlation_id: str | None
-    timestamp: int
-    persistent: bool
-    type: str = "event"
-    content_type: str = "application/json"
-
-
-def _parameters(url: str, connection_name: str) -> pika.URLParameters:
-    params = pika.URLParameters(url)
-    params.heartbeat = HEARTBEAT_SECONDS
-    params.blocked_connection_timeout = BLOCKED_CONNECTION_TIMEOUT
-    params.connection_attempts = 1
-    params.socket_timeout = 10
-    params.client_properties = {"connection_name": connection_name, "product": "qbit-consumer"}
-    if urlsplit(url).scheme == "amqps":
-        # pika's own amqps default is a bare SSLContext with no CA certificates loaded, so it
-        # can verify nothing. The system trust store, hostname checked, is what users expect.
-        context = ssl.create_default_context()
-        params.ssl_options = pika.SSLOptions(context, server_hostname=urlsplit(url).hostname)
-    return params
 
 
 class Broker:
@@ -121,13 +54,13 @@ class Broker:
         :raises BrokerUnavailable: the broker cannot be reached or refused us.
         """
         try:
-            self._connection = pika.BlockingConnection(_parameters(self._url, self._name))
+            self._connection = pika.BlockingConnection(parameters(self._url, self._name))
             self._channel = self._connection.channel()
             self._enable_confirms(self._connection, self._channel)
-        except _AMQP_ERRORS as exc:
+        except AMQP_ERRORS as exc:
             self.close()
             raise BrokerUnavailable(
-                f"cannot connect to {redact_url(self._url)}: {_describe(exc)}"
+                f"cannot connect to {redact_url(self._url)}: {describe(exc)}"
             ) from exc
 
     def _enable_confirms(
@@ -176,8 +109,8 @@ class Broker:
         if connection is not None and connection.is_open:
             try:
                 connection.close()
-            except _AMQP_ERRORS as exc:
-                log.debug("closing the broker connection failed: %s", _describe(exc))
+            except AMQP_ERRORS as exc:
+                log.debug("closing the broker connection failed: %s", describe(exc))
 
     # -- topology --------------------------------------------------------------------------
 
@@ -188,50 +121,15 @@ class Broker:
         :raises BrokerUnavailable: the connection failed meanwhile.
         """
         channel = self._require_channel()
-        steps: list[tuple[str, Callable[[], Any]]] = []
-        for exchange in topology.exchanges:
-            steps.append(
-                (
-                    f"exchange '{exchange.name}'",
-                    lambda e=exchange: channel.exchange_declare(
-                        e.name, exchange_type=e.kind, durable=True
-                    ),
-                )
-            )
-        for queue in topology.queues:
-            steps.append(
-                (
-                    f"queue '{queue.name}'",
-                    lambda q=queue: channel.queue_declare(
-                        q.name, durable=True, arguments=q.arguments
-                    ),
-                )
-            )
-        for qb in topology.queue_bindings:
-            steps.append(
-                (
-                    f"binding of queue '{qb.queue}' to exchange '{qb.exchange}'",
-                    lambda b=qb: channel.queue_bind(b.queue, b.exchange, routing_key=b.routing_key),
-                )
-            )
-        for eb in topology.exchange_bindings:
-            steps.append(
-                (
-                    f"binding of exchange '{eb.destination}' to exchange '{eb.source}'",
-                    lambda b=eb: channel.exchange_bind(
-                        b.destination, b.source, routing_key=b.routing_key
-                    ),
-                )
-            )
-        for what, step in steps:
+        for what, step in declaration_steps(channel, topology):
             try:
                 step()
             except pika.exceptions.ChannelClosedByBroker as exc:
                 self.close()
-                raise TopologyConflict(_conflict_sentence(what, exc)) from exc
-            except _AMQP_ERRORS as exc:
+                raise TopologyConflict(conflict_sentence(what, exc)) from exc
+            except AMQP_ERRORS as exc:
                 self.close()
-                raise BrokerUnavailable(f"declaring {what} failed: {_describe(exc)}") from exc
+                raise BrokerUnavailable(f"declaring {what} failed: {describe(exc)}") from exc
 
     # -- consuming -------------------------------------------------------------------------
 
@@ -245,17 +143,17 @@ class Broker:
         try:
             channel.basic_qos(prefetch_count=prefetch_count)
             yield from self._deliveries(channel, queue)
-        except _AMQP_ERRORS as exc:
+        except AMQP_ERRORS as exc:
             self.close()
-            raise BrokerUnavailable(f"consuming from '{queue}' failed: {_describe(exc)}") from exc
+            raise BrokerUnavailable(f"consuming from '{queue}' failed: {describe(exc)}") from exc
         finally:
             # Closing the generator (the caller stops) cancels the consumer: prefetched but
             # unhandled messages go back to the queue at once.
             if channel.is_open:
                 try:
                     channel.cancel()
-                except _AMQP_ERRORS as exc:
-                    log.debug("cancelling the consumer failed: %s", _describe(exc))
+                except AMQP_ERRORS as exc:
+                    log.debug("cancelling the consumer failed: %s", describe(exc))
 
     @staticmethod
     def _deliveries(channel: BlockingChannel, queue: str) -> Iterator[Delivery | None]:
@@ -265,35 +163,27 @@ class Broker:
             if method is None:
                 yield None
                 continue
-            yield Delivery(
-                body=body,
-                delivery_tag=method.delivery_tag,
-                redelivered=bool(method.redelivered),
-                properties=properties,
-                headers=dict(properties.headers or {}),
-                correlation_id=properties.correlation_id,
-                message_id=properties.message_id,
-            )
+            yield delivery_from(method, properties, body)
 
     def get(self, queue: str) -> Delivery | None:
         """Take one message from ``queue`` without acking it (None when the queue is empty)."""
         channel = self._require_channel()
         try:
             method, properties, body = channel.basic_get(queue, auto_ack=False)
-        except _AMQP_ERRORS as exc:
+        except AMQP_ERRORS as exc:
             self.close()
-            raise BrokerUnavailable(f"reading '{queue}' failed: {_describe(exc)}") from exc
+            raise BrokerUnavailable(f"reading '{queue}' failed: {describe(exc)}") from exc
         if method is None:
             return None
-        return _delivery(method, properties, body)
+        return delivery_from(method, properties, body)
 
     def put_back(self, delivery: Delivery) -> None:
         """Return an unacked message to its queue (a reject with requeue)."""
         try:
             self._require_channel().basic_reject(delivery.delivery_tag, requeue=True)
-        except _AMQP_ERRORS as exc:
+        except AMQP_ERRORS as exc:
             self.close()
-            raise BrokerUnavailable(f"returning a message failed: {_describe(exc)}") from exc
+            raise BrokerUnavailable(f"returning a message failed: {describe(exc)}") from exc
 
     def listen(self, exchange: str, binding_keys: list[str]) -> Iterator[Delivery | None]:
         """Yield what arrives on ``exchange`` for ``binding_keys``, through a private queue that
@@ -307,10 +197,10 @@ class Broker:
             for method, properties, body in channel.consume(
                 queue, auto_ack=True, inactivity_timeout=CONSUME_TICK_SECONDS
             ):
-                yield None if method is None else _delivery(method, properties, body)
-        except _AMQP_ERRORS as exc:
+                yield None if method is None else delivery_from(method, properties, body)
+        except AMQP_ERRORS as exc:
             self.close()
-            raise BrokerUnavailable(f"listening on '{exchange}' failed: {_describe(exc)}") from exc
+            raise BrokerUnavailable(f"listening on '{exchange}' failed: {describe(exc)}") from exc
 
     def waiting(self) -> int:
         """Deliveries already received that ``consume`` yields without waiting."""
@@ -322,9 +212,9 @@ class Broker:
         it on this channel (one frame for a whole batch)."""
         try:
             self._require_channel().basic_ack(delivery.delivery_tag, multiple=and_earlier)
-        except _AMQP_ERRORS as exc:
+        except AMQP_ERRORS as exc:
             self.close()
-            raise BrokerUnavailable(f"ack failed: {_describe(exc)}") from exc
+            raise BrokerUnavailable(f"ack failed: {describe(exc)}") from exc
 
     # -- publishing ------------------------------------------------------------------------
 
@@ -390,9 +280,9 @@ class Broker:
         assert publisher is not None
         try:
             publisher.basic_publish(exchange, routing_key, body, properties, mandatory=True)
-        except _AMQP_ERRORS as exc:
+        except AMQP_ERRORS as exc:
             self.close()
-            raise BrokerUnavailable(f"publish to '{routing_key}' failed: {_describe(exc)}") from exc
+            raise BrokerUnavailable(f"publish to '{routing_key}' failed: {describe(exc)}") from exc
         return self._inflight.sent(exchange, routing_key, properties.message_id)
 
     def settle(self) -> None:
@@ -415,9 +305,9 @@ class Broker:
                 if not channel.is_open:
                     raise pika.exceptions.ChannelClosed(0, "channel closed while publishing")
                 connection.process_data_events(time_limit=1.0)
-        except _AMQP_ERRORS as exc:
+        except AMQP_ERRORS as exc:
             self.close()
-            raise BrokerUnavailable(f"publishing failed: {_describe(exc)}") from exc
+            raise BrokerUnavailable(f"publishing failed: {describe(exc)}") from exc
         finally:
             self._settling = False
 
@@ -450,9 +340,9 @@ class Broker:
                 connection.process_data_events(time_limit=0)
             else:
                 connection.sleep(seconds)
-        except _AMQP_ERRORS as exc:
+        except AMQP_ERRORS as exc:
             self.close()
-            raise BrokerUnavailable(f"connection lost: {_describe(exc)}") from exc
+            raise BrokerUnavailable(f"connection lost: {describe(exc)}") from exc
 
     def idle(self, seconds: float) -> None:
         """Service the connection for up to ``seconds``, returning early as soon as a callback
@@ -462,9 +352,9 @@ class Broker:
             return
         try:
             connection.process_data_events(time_limit=seconds)
-        except _AMQP_ERRORS as exc:
+        except AMQP_ERRORS as exc:
             self.close()
-            raise BrokerUnavailable(f"connection lost: {_describe(exc)}") from exc
+            raise BrokerUnavailable(f"connection lost: {describe(exc)}") from exc
 
     def call_soon_threadsafe(self, callback: Callable[[], None]) -> None:
         """The one method any thread may call: run ``callback`` on the connection's thread."""
@@ -473,74 +363,13 @@ class Broker:
             raise BrokerUnavailable("not connected")
         try:
             connection.add_callback_threadsafe(callback)
-        except _AMQP_ERRORS as exc:
-            raise BrokerUnavailable(f"connection closed: {_describe(exc)}") from exc
+        except AMQP_ERRORS as exc:
+            raise BrokerUnavailable(f"connection closed: {describe(exc)}") from exc
 
     def _require_channel(self) -> BlockingChannel:
         if self._channel is None or not self._channel.is_open:
             raise BrokerUnavailable("not connected")
         return self._channel
-
-
-def copy_properties(
-    delivery: Delivery,
-    extra_headers: Mapping[str, Any],
-    drop_headers: Callable[[str], bool] | None = None,
-) -> pika.BasicProperties:
-    """The properties of a retry or dead-letter copy of ``delivery``.
-
-    A copy must always be publishable and must not vanish, so three things are not copied as
-    they are (RabbitMQ's own dead-lettering does the same for ``expiration``):
-
-    * ``user_id``: RabbitMQ refuses a publish whose user_id is not the connection's user, and
-      closes the channel: a command from another user could never be dead-lettered.
-    * ``expiration``: the copy would silently expire from the dead-letter queue.
-    * the ``CC``/``BCC`` headers (sender-selected distribution): through the default exchange
-      they name queues, so a copy would also land there, even back in the command queue.
-
-    Each is kept in an ``x-original-*`` header instead. Copies are persistent whatever the
-    original's ``delivery_mode`` (a transient original keeps it in ``x-original-delivery-mode``).
-    A header value pika can read but not write back (a float, a decimal or integer out of its
-    range, as other clients send them) is kept as its text: raising would make the copy, and
-    so the command, impossible to settle.
-    """
-    original = delivery.properties
-    headers = dict(original.headers or {})
-    if drop_headers is not None:
-        headers = {k: v for k, v in headers.items() if not drop_headers(k)}
-    moved = {
-        "x-original-user-id": original.user_id,
-        "x-original-expiration": original.expiration,
-        "x-original-cc": headers.pop("CC", None),
-        "x-original-bcc": headers.pop("BCC", None),
-    }
-    if original.delivery_mode not in (None, pika.DeliveryMode.Persistent.value):
-        moved["x-original-delivery-mode"] = original.delivery_mode
-    headers.update({k: v for k, v in moved.items() if v is not None})
-    headers.update(extra_headers)
-    headers = {key: _writable(key, value) for key, value in headers.items()}
-    return pika.BasicProperties(
-        content_type=original.content_type,
-        content_encoding=original.content_encoding,
-        headers=headers,
-        delivery_mode=pika.DeliveryMode.Persistent,
-        priority=original.priority,
-        correlation_id=original.correlation_id,
-        reply_to=original.reply_to,
-        message_id=original.message_id,
-        timestamp=original.timestamp,
-        type=original.type,
-        app_id=original.app_id,
-        cluster_id=original.cluster_id,
-    )
-
-
-def _writable(key: str, value: Any) -> Any:
-    try:
-        pika.data.encode_table([], {key: value})
-    except Exception:  # pika's encoder raises several types (struct.error among them)
-        return repr(value)
-    return value
 
 
 def _raise_if_refused(sent: Sent) -> None:
@@ -550,38 +379,3 @@ def _raise_if_refused(sent: Sent) -> None:
 
 def _nothing() -> None:
     """A callback whose only effect is to end a ``process_data_events`` wait early."""
-
-
-def _delivery(method: Any, properties: pika.BasicProperties, body: bytes) -> Delivery:
-    return Delivery(
-        body=body,
-        delivery_tag=method.delivery_tag,
-        redelivered=bool(getattr(method, "redelivered", False)),
-        properties=properties,
-        headers=dict(properties.headers or {}),
-        correlation_id=properties.correlation_id,
-        message_id=properties.message_id,
-    )
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, pika.exceptions.ConnectionClosed | pika.exceptions.ChannelClosed):
-        return f"{exc.reply_code} {exc.reply_text}"
-    text = str(exc) or type(exc).__name__
-    if isinstance(exc, pika.exceptions.AMQPConnectionError) and exc.args:
-        text = "; ".join(str(a) for a in exc.args) or type(exc).__name__
-    return text
-
-
-def _conflict_sentence(what: str, exc: pika.exceptions.ChannelClosedByBroker) -> str:
-    text = exc.reply_text
-    # e.g. "PRECONDITION_FAILED - inequivalent arg 'x-queue-type' for queue 'downloads.add'
-    # in vhost '/': received the value 'quorum' of type 'longstr' but current is none"
-    argument = re.search(r"inequivalent arg '([^']+)'", text)
-    if argument:
-        return (
-            f"{what} already exists with a different '{argument.group(1)}' argument "
-            f"({text}); it was left untouched: change the config to match, or delete it "
-            "in the management UI once it is empty"
-        )
-    return f"{what} cannot be declared: {exc.reply_code} {text}; it was left untouched"

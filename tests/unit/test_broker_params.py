@@ -2,16 +2,16 @@ from __future__ import annotations
 
 import ssl
 
-from qbit_consumer.broker import (
+from qbit_consumer.broker.params import (
     BLOCKED_CONNECTION_TIMEOUT,
     HEARTBEAT_SECONDS,
-    _parameters,
+    parameters,
 )
 from qbit_consumer.redact import redact_url
 
 
 def test_amqps_verifies_the_certificate_and_host_name_by_default():
-    params = _parameters("amqps://u:p@broker.example:5671/%2F", "test")
+    params = parameters("amqps://u:p@broker.example:5671/%2F", "test")
     context = params.ssl_options.context
     assert context.verify_mode == ssl.CERT_REQUIRED
     assert context.check_hostname is True
@@ -19,7 +19,7 @@ def test_amqps_verifies_the_certificate_and_host_name_by_default():
 
 
 def test_heartbeat_and_blocked_connection_timeout_are_explicit():
-    params = _parameters("amqp://u:p@localhost/%2F", "test")
+    params = parameters("amqp://u:p@localhost/%2F", "test")
     assert params.heartbeat == HEARTBEAT_SECONDS
     assert params.blocked_connection_timeout == BLOCKED_CONNECTION_TIMEOUT
     assert params.ssl_options is None
