@@ -93,6 +93,7 @@ class QbittorrentConfig:
     url: str = attrs.field(default="http://localhost:8080", validator=_url(("http", "https")))
     username: str = "admin"
     password: str = attrs.field(default="", repr=False)
+    api_key: str = attrs.field(default="", repr=False)
     verify_tls: bool = True
     timeout_seconds: float = attrs.field(default=10.0, validator=_at_least(0.1))
 

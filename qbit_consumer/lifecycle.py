@@ -25,8 +25,8 @@ from qbit_consumer.torrents import Torrent
 
 #: States in which qBittorrent's numbers describe a check or a move, not the download.
 CHECKING: Final = frozenset({"checkingDL", "checkingUP", "checkingResumeData", "moving"})
-#: 4.x says paused, 5.x says stopped.
-PAUSED: Final = frozenset({"pausedDL", "stoppedDL"})
+#: 4.x says paused, 5.x says stopped; DL while incomplete, UP once complete (seeding stopped).
+PAUSED: Final = frozenset({"pausedDL", "stoppedDL", "pausedUP", "stoppedUP"})
 ERRORED: Final = frozenset({"error", "missingFiles"})
 #: States in which a download is trying to make progress; only here can it stall. Paused,
 #: queued and checking downloads are waiting on purpose.
@@ -117,21 +117,19 @@ def observe(download: Download, torrent: Torrent, now: float, stalled_after: flo
     else:
         new.errored = False
 
+    # A completed download stays tracked: stopping its seeding is a pause too, reported after
+    # the completion when both are seen in the same cycle.
+    new.paused = torrent.state in PAUSED
+    paused = [] if download.paused or not new.paused else [_paused(new, torrent)]
     if download.stage != "active":
-        return Observation(new, events, None)
+        return Observation(new, events + paused, None)
 
     if is_complete(torrent):
         new.stage = "completed"
-        new.paused = new.stalled = False
-        events.append(_completed(new, torrent))
+        new.stalled = False
+        events += [_completed(new, torrent), *paused]
         return Observation(new, events, None)
-
-    if torrent.state in PAUSED:
-        if not download.paused:
-            events.append(Paused(**_identity(new), state=torrent.state, progress=torrent.progress))
-        new.paused = True
-    else:
-        new.paused = False
+    events += paused
 
     stalled_for = now - new.progress_changed_at
     if torrent.state in TRYING and not new.stalled and stalled_for >= stalled_after:
@@ -218,6 +216,10 @@ def removed(download: Download) -> Removed:
         last_progress=download.last_progress,
         completed=download.stage == "completed",
     )
+
+
+def _paused(download: Download, torrent: Torrent) -> Paused:
+    return Paused(**_identity(download), state=torrent.state, progress=torrent.progress)
 
 
 def _identity(download: Download) -> dict[str, str | None]:

@@ -27,8 +27,10 @@ class LoginGate:
 
     Two refusals, told apart by type, cost differently:
 
-    * a refused login (``LoginFailed``: wrong username or password) spends one of the 5 failed
-      logins after which qBittorrent bans the IP for an hour. Its counter per IP is reset only
+    * refused credentials spend one of the 5 failed logins after which qBittorrent bans the IP
+      for an hour: a refused login (``LoginFailed``: wrong username or password), and from 5.2
+      a 401 to a request whose HTTP Basic credentials (the userinfo of the configured URL)
+      qBittorrent refuses, which it counts the same way. Its counter per IP is reset only
       by a successful login, by the ban itself, or by a qBittorrent restart, never by time, so
       every refusal we cause stays counted. Hence the careful start (30 s, then 300 s), which
       leaves the person fixing the password two attempts of their own, then one try an hour.
@@ -52,6 +54,7 @@ class LoginGate:
         self._refused = 0  # refused logins since the last success
         self._forbidden = 0  # 403 answers since the last success
         self._last: Literal["refused", "forbidden"] | None = None  # since the last success
+        self._why = ""  # the adapter's account of the last refusal, for the health report
         self._open_at = 0.0  # time.monotonic() when the next attempt may go out
 
     def check(self) -> None:
@@ -61,19 +64,21 @@ class LoginGate:
             if wait > 0:
                 raise TransientError(f"not asking qBittorrent for now: {self._reason(wait)}")
 
-    def refused(self) -> tuple[int, float]:
-        """A login was refused: (refusals in a row, seconds until the next attempt)."""
+    def refused(self, why: str) -> tuple[int, float]:
+        """qBittorrent refused our credentials (``why`` says which and what to check):
+        (refusals in a row, seconds until the next attempt)."""
         with self._lock:
             self._refused += 1
-            self._last = "refused"
+            self._last, self._why = "refused", why
             steps = REFUSED_LOGIN_BACKOFF
             return self._refused, self._shut(steps[min(self._refused, len(steps)) - 1])
 
-    def forbidden(self) -> tuple[int, float]:
-        """qBittorrent answered 403: (403s in a row, seconds until the next attempt)."""
+    def forbidden(self, why: str) -> tuple[int, float]:
+        """qBittorrent answered 403 (``why`` says what it may mean): (403s in a row, seconds
+        until the next attempt)."""
         with self._lock:
             self._forbidden += 1
-            self._last = "forbidden"
+            self._last, self._why = "forbidden", why
             doubled = FORBIDDEN_BACKOFF_BASE * 2 ** min(self._forbidden - 1, 32)
             return self._forbidden, self._shut(min(doubled, FORBIDDEN_BACKOFF_CAP))
 
@@ -100,15 +105,6 @@ class LoginGate:
         return seconds
 
     def _reason(self, wait: float) -> str:
-        if self._last == "refused":
-            why = (
-                f"qBittorrent refused our login {self._refused} time(s) in a row: check "
-                "[qbittorrent] username and password (by default qBittorrent bans an IP after 5)"
-            )
-        else:
-            why = (
-                f"qBittorrent answered 403 Forbidden {self._forbidden} time(s) in a row "
-                "(our IP banned after failed logins, or a reverse proxy refusing us)"
-            )
+        times = self._refused if self._last == "refused" else self._forbidden
         when = f"next attempt in {math.ceil(wait)} s" if wait > 0 else "next attempt now"
-        return f"{why}; {when}"
+        return f"{self._why} ({times} time(s) in a row); {when}"

@@ -1,14 +1,20 @@
 """qBittorrent's Web API through qbittorrent-api. The only module that imports qbittorrentapi.
 
-Versions 4.5 to 5.2 differ in ways that matter here (CONTRACT section 6):
+Versions 4.5 to 5.3 differ in ways that matter here (CONTRACT section 6; docs/compatibility.md
+has what the real programs answered):
 
 * ``torrents/add`` answers ``Ok.``/``Fails.`` up to 5.1, and JSON (``success_count`` ...) or
   409 Conflict from 5.2; we treat every answer the same way: accepted or not.
 * login answers 200 ``Ok.`` (up to 5.1) or 204 with an empty body (5.2), with a session cookie
-  named ``SID`` or ``QBT_SID_<port>``; qbittorrent-api handles both.
-* after 5 failed logins qBittorrent bans the client IP for an hour, and with Docker's bridge
-  network that IP is shared by every container. ``login_gate.LoginGate`` paces our logins (and every
-  request after a 403) so that we spend that budget slowly and never give up for good.
+  named ``SID`` or ``QBT_SID_<port>``; qbittorrent-api handles both. From 5.2 the cookie
+  carries an expiry on qBittorrent's clock, which ``_SessionCookies`` keeps off ours.
+* from 5.2 an API key (``Authorization: Bearer``) replaces the login; a refused key is a 403.
+  From 5.2 too, the userinfo of the URL (which ``requests`` sends as HTTP Basic auth) is
+  checked by qBittorrent itself: a wrong one is a 401 on every request.
+* after 5 failed logins qBittorrent bans the client IP for an hour (from 5.2, each refused
+  Basic-auth request counts as one), and with Docker's bridge network that IP is shared by
+  every container. ``login_gate.LoginGate`` paces our requests after each refusal so that we
+  spend that budget slowly and never give up for good.
 
 A ``QbitClient`` is not thread-safe (neither is qbittorrent-api's Client): each thread that
 talks to qBittorrent has its own. Every call is bounded by ``timeout_seconds``.
@@ -17,12 +23,15 @@ talks to qBittorrent has its own. Every call is bounded by ``timeout_seconds``.
 from __future__ import annotations
 
 import contextlib
+import email.message
 import logging
+import re
 import threading
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, Final
 
 import qbittorrentapi
+from requests.cookies import RequestsCookieJar
 
 from qbit_consumer.config import QbittorrentConfig
 from qbit_consumer.errors import QBITTORRENT_REJECTED, InvalidCommand, TransientError
@@ -49,8 +58,49 @@ class Reachability:
         return self._up.is_set()
 
 
+#: The attributes of a Set-Cookie header that make ``http.cookiejar`` expire a cookie.
+_EXPIRY: Final = re.compile(r";\s*(?:expires|max-age)=[^;]*", re.IGNORECASE)
+
+
+class _WithoutExpiry:
+    """A response as ``http.cookiejar`` reads it, with the expiry taken out of its cookies."""
+
+    def __init__(self, response: Any) -> None:
+        self._response = response
+
+    def info(self) -> email.message.Message:
+        headers = email.message.Message()
+        for name, value in self._response.info().items():
+            if name.lower() in ("set-cookie", "set-cookie2"):
+                value = _EXPIRY.sub("", value)
+            headers[name] = value
+        return headers
+
+
+class _SessionCookies(RequestsCookieJar):
+    """Keeps qBittorrent's session cookie for as long as qBittorrent accepts it.
+
+    From 5.2 the cookie says ``expires=`` qBittorrent's clock plus its session timeout (an
+    hour by default), and ``http.cookiejar`` compares that with this machine's clock. With
+    this clock ahead of qBittorrent's by the timeout (qBittorrent on another host; a clock
+    corrected by NTP) the cookie is dropped as it arrives: every request then gets 403 right
+    after each login, which looks like a ban. qBittorrent knows when its session ends (it
+    answers 403, and qbittorrent-api logs in again), so the cookie is kept without expiry.
+    """
+
+    def extract_cookies(self, response: Any, request: Any) -> None:
+        super().extract_cookies(_WithoutExpiry(response), request)
+
+
 class _Client(qbittorrentapi.Client):
-    """qbittorrent-api's client, asking for qBittorrent's Web API version once per login.
+    """qbittorrent-api's client, with our credentials only, our cookie jar, and qBittorrent's
+    Web API version asked for once per login.
+
+    qbittorrent-api reads ``QBITTORRENTAPI_PASSWORD``, ``_API_KEY`` and
+    ``_DO_NOT_VERIFY_WEBUI_CERTIFICATE`` from the environment for whatever it is given empty:
+    a key meant for another tool would silently replace the password, and a variable could
+    turn TLS verification off. The configuration is the only source here (it has its own
+    environment overrides), so those are set back to what we passed.
 
     qbittorrent-api asks for it before every ``torrents/add`` (it picks parameter names by
     version): one extra request per add, half of what a one-magnet add costs. The version can
@@ -62,6 +112,27 @@ class _Client(qbittorrentapi.Client):
     """
 
     _cached_web_api_version: str | None = None
+
+    def __init__(
+        self, *, username: str, password: str, api_key: str, verify_tls: bool, **kwargs: Any
+    ) -> None:
+        super().__init__(
+            username=username,
+            password=password,
+            api_key=api_key,
+            VERIFY_WEBUI_CERTIFICATE=verify_tls,
+            **kwargs,
+        )
+        self.username, self._password, self._api_key = username, password, api_key
+        self._VERIFY_WEBUI_CERTIFICATE = verify_tls
+
+    @property
+    def _session(self) -> Any:
+        fresh = self._http_session is None  # a new one after each login
+        session = super()._session
+        if fresh:
+            session.cookies = _SessionCookies()
+        return session
 
     def app_web_api_version(self, **kwargs: Any) -> str:
         if kwargs:
@@ -86,13 +157,15 @@ class QbitClient:
         self._gate = gate
         self._known_categories: set[str] = set()
         # qbittorrent-api's own messages may quote what it was given (a URL with userinfo).
-        self._scrub = Scrubber({cfg.password, *url_passwords(cfg.url)})
+        self._scrub = Scrubber({cfg.password, cfg.api_key, *url_passwords(cfg.url)})
         connect_timeout = min(5.0, cfg.timeout_seconds)
+        # With a key there is no login: a refused key must not fall back to the password.
         self._client = _Client(
             host=cfg.url,
-            username=cfg.username,
-            password=cfg.password,
-            VERIFY_WEBUI_CERTIFICATE=cfg.verify_tls,
+            username="" if cfg.api_key else cfg.username,
+            password="" if cfg.api_key else cfg.password,
+            api_key=cfg.api_key,
+            verify_tls=cfg.verify_tls,
             SIMPLE_RESPONSES=True,
             REQUESTS_ARGS={"timeout": (connect_timeout, cfg.timeout_seconds)},
             # qbittorrent-api already tries each request twice; a third, silent urllib3 retry
@@ -200,32 +273,44 @@ class QbitClient:
         except qbittorrentapi.Conflict409Error:
             raise _Conflict() from None
         except qbittorrentapi.LoginFailed as exc:
-            refusals, wait = self._gate.refused()
-            log.error(
-                "qBittorrent refused the login as %r (%d in a row); next attempt in %.0f s",
-                self._cfg.username,
-                refusals,
-                wait,
+            why = (
+                f"qBittorrent refused our login as {self._cfg.username!r}: check [qbittorrent] "
+                "username and password (by default it bans an IP after 5 failed logins)"
             )
+            refusals, wait = self._gate.refused(why)
+            log.error("%s (%d in a row); next attempt in %.0f s", why, refusals, wait)
             raise TransientError(f"qBittorrent login failed while {doing}") from exc
+        except qbittorrentapi.Unauthorized401Error as exc:
+            # From 5.2 a 401 is qBittorrent refusing the credentials the request carried (the
+            # URL's userinfo as HTTP Basic auth), and it counts each one towards its ban.
+            why = (
+                f"qBittorrent answered 401 Unauthorized{self._said(exc)}: from 5.2 it checks "
+                "the user and password in [qbittorrent] url (HTTP Basic auth) and counts each "
+                "refusal as a failed login; or a reverse proxy in front of it refuses us"
+            )
+            refusals, wait = self._gate.refused(why)
+            log.error("%s (%d in a row); next attempt in %.0f s", why, refusals, wait)
+            raise TransientError(f"{why} (while {doing})") from exc
         except qbittorrentapi.Forbidden403Error as exc:
-            forbidden, wait = self._gate.forbidden()
+            if self._cfg.api_key:
+                why = (
+                    f"qBittorrent answered 403 Forbidden{self._said(exc)} to our API key: check "
+                    "[qbittorrent] api_key (keys need qBittorrent 5.2 or later), or our IP is "
+                    "banned after failed logins"
+                )
+            else:
+                why = (
+                    f"qBittorrent answered 403 Forbidden{self._said(exc)}: our IP banned after "
+                    "failed logins, or a reverse proxy refusing us"
+                )
+            forbidden, wait = self._gate.forbidden(why)
             if forbidden == 1:  # once per streak: the wait grows to an hour, the story is the same
                 log.error(
-                    "qBittorrent answers 403 Forbidden (our IP banned after failed logins, or a "
-                    "reverse proxy refusing us); asking again in %.0f s, then less and less "
-                    "often, at least once an hour",
+                    "%s; asking again in %.0f s, then less and less often, at least once an hour",
+                    why,
                     wait,
                 )
-            raise TransientError(
-                f"qBittorrent answered 403 Forbidden while {doing} (IP banned after failed "
-                "logins, or a reverse proxy refusing us)"
-            ) from exc
-        except qbittorrentapi.Unauthorized401Error as exc:
-            raise TransientError(
-                f"qBittorrent answered 401 Unauthorized while {doing}: a reverse proxy or "
-                "Host-header/CSRF check is refusing us"
-            ) from exc
+            raise TransientError(f"{why} (while {doing})") from exc
         except qbittorrentapi.HTTP5XXError as exc:
             raise TransientError(
                 f"qBittorrent failed while {doing}: HTTP {exc.http_status_code}"
@@ -251,6 +336,14 @@ class QbitClient:
         else:
             if self._gate.succeeded():
                 log.info("qBittorrent accepts our requests again")
+
+    def _said(self, exc: qbittorrentapi.HTTPError) -> str:
+        """What qBittorrent answered besides the status (its ban message), quoted, if any."""
+        response = getattr(exc, "response", None)
+        text = " ".join(str(getattr(response, "text", "") or "").split())[:200]
+        if not text or text in ("Forbidden", "Unauthorized"):  # the status again
+            return ""
+        return f" ({self._scrub(text)!r})"
 
 
 class _Conflict(Exception):

@@ -52,9 +52,9 @@ def url_passwords(url: str) -> set[str]:
 
 
 def config_secrets(cfg: Config) -> set[str]:
-    """Every secret the configuration holds: the qBittorrent password and the passwords in
-    the configured URLs."""
-    found = {cfg.qbittorrent.password}
+    """Every secret the configuration holds: the qBittorrent password and API key, and the
+    passwords in the configured URLs."""
+    found = {cfg.qbittorrent.password, cfg.qbittorrent.api_key}
     found |= url_passwords(cfg.rabbitmq.url) | url_passwords(cfg.qbittorrent.url)
     return {secret for secret in found if secret}
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes sure the real services the tests need are here: qbittorrent-nox (the tests start their
-# own instances) and a reachable RabbitMQ. Installs what it can as root with apt-get; otherwise
-# fails with one line that says what is missing.
+# own instances: Debian bookworm's 4.5.2, and the 5.x builds that scripts/fetch-qbittorrent.sh
+# caches from Debian's newer suites) and a reachable RabbitMQ. Installs what it can as root with
+# apt-get; otherwise fails with one line that says what is missing.
 set -euo pipefail
 
 url=${QBIT_CONSUMER_TEST_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2F}
@@ -37,6 +38,18 @@ if ! /usr/bin/python3 -c 'import libtorrent' >/dev/null 2>&1; then
     fi
 fi
 
+# qBittorrent 5.x, from Debian trixie(-backports), cached outside the work tree: the versions the
+# tests ask for (QBIT_CONSUMER_TEST_QBITTORRENT, default all), fetched in parallel.
+versions=${QBIT_CONSUMER_TEST_QBITTORRENT:-5.3.0,5.1.0,4.5.2}
+fetches=()
+for version in ${versions//,/ }; do
+    case "$version" in
+        4.5.2) ;;
+        *) "$(dirname "$0")/fetch-qbittorrent.sh" "$version" >/dev/null & fetches+=($!) ;;
+    esac
+done
+for pid in "${fetches[@]}"; do wait "$pid" || exit 1; done
+
 if ! reachable; then
     case "$host" in
         127.0.0.1|localhost) ;;
@@ -57,9 +70,21 @@ if ! reachable; then
         reachable && break
         sleep 0.5
     done
-    if ! reachable; then
+    # qBittorrent 5.x, from Debian trixie(-backports), cached outside the work tree: the versions the
+# tests ask for (QBIT_CONSUMER_TEST_QBITTORRENT, default all), fetched in parallel.
+versions=${QBIT_CONSUMER_TEST_QBITTORRENT:-5.3.0,5.1.0,4.5.2}
+fetches=()
+for version in ${versions//,/ }; do
+    case "$version" in
+        4.5.2) ;;
+        *) "$(dirname "$0")/fetch-qbittorrent.sh" "$version" >/dev/null & fetches+=($!) ;;
+    esac
+done
+for pid in "${fetches[@]}"; do wait "$pid" || exit 1; done
+
+if ! reachable; then
         echo "missing: RabbitMQ did not come up on $host:$port within 60 s (see /var/log/rabbitmq)" >&2
         exit 1
     fi
 fi
-echo "services ready: qbittorrent-nox $(qbittorrent-nox --version 2>/dev/null | tail -1), RabbitMQ on $host:$port"
+echo "services ready: qBittorrent $versions, RabbitMQ on $host:$port"

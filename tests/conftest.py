@@ -1,11 +1,17 @@
 """Shared fixtures: a real RabbitMQ vhost per run, real qbittorrent-nox instances, the service.
 
 Nothing here is mocked: these fixtures are what the bridge is tested against.
+
+Which qBittorrent: ``--qbt`` (or QBIT_CONSUMER_TEST_QBITTORRENT) lists versions, default
+``5.3.0,5.1.0,4.5.2``. Every live test runs on the first; the tests marked ``compat`` run on
+each. A test that uses qBittorrent carries its version in its id (``test_x[qbt5.3.0]``), so
+``--qbt 4.5.2`` runs the whole live suite on 4.5.2 alone.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,12 +21,48 @@ from urllib.parse import quote, urlsplit
 import pytest
 
 from qbit_consumer.config import Config
-from tests.fixtures.qbittorrent import USERNAME, QbitProcess
+from tests.fixtures.qbittorrent import USERNAME, VERSIONS, QbitProcess
 from tests.fixtures.rabbitmq import BrokerHelper, EventCollector, TestVhost, rabbitmqctl, vhost_of
 from tests.fixtures.seeder import Seeder
 from tests.fixtures.service import RunningService, TestNames, load, write_ini
 
 logging.getLogger("pika").setLevel(logging.WARNING)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--qbt",
+        default=os.environ.get("QBIT_CONSUMER_TEST_QBITTORRENT", ",".join(VERSIONS)),
+        help="qBittorrent versions, comma-separated: the whole live suite runs on the first, "
+        f"the tests marked compat on each (known: {', '.join(VERSIONS)})",
+    )
+
+
+def qbt_versions(config: pytest.Config) -> list[str]:
+    versions = [v.strip() for v in str(config.getoption("--qbt")).split(",") if v.strip()]
+    unknown = [v for v in versions if v not in VERSIONS]
+    if not versions or unknown:
+        raise pytest.UsageError(
+            f"--qbt: unknown qBittorrent version(s) {unknown}; known: {', '.join(VERSIONS)}"
+        )
+    return versions
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "qbt_version" not in metafunc.fixturenames:
+        return
+    versions = qbt_versions(metafunc.config)
+    if metafunc.definition.get_closest_marker("compat") is None:
+        versions = versions[:1]
+    metafunc.parametrize(
+        "qbt_version", versions, indirect=True, scope="session", ids=[f"qbt{v}" for v in versions]
+    )
+
+
+@pytest.fixture(scope="session")
+def qbt_version(request: pytest.FixtureRequest) -> str:
+    """The qBittorrent version this test runs against (see the module's docstring)."""
+    return str(request.param)
 
 
 @pytest.fixture(scope="session")
@@ -35,19 +77,21 @@ def qbit_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def qbittorrent(qbit_root: Path) -> Iterator[QbitProcess]:
-    """One qbittorrent-nox shared by the tests that do not stop it (random info-hashes keep
-    them apart)."""
-    process = QbitProcess(qbit_root, "shared")
+def qbittorrent(qbit_root: Path, qbt_version: str) -> Iterator[QbitProcess]:
+    """One qbittorrent-nox per version, shared by the tests that do not stop it (random
+    info-hashes keep them apart)."""
+    process = QbitProcess(qbit_root, f"shared-{qbt_version}", version=qbt_version)
     process.start()
     yield process
     process.stop()
 
 
 @pytest.fixture(scope="session")
-def seeder(qbit_root: Path) -> Iterator[Seeder]:
-    """A second qbittorrent-nox that seeds generated payloads to the others on loopback."""
-    process = QbitProcess(qbit_root, "seeder")
+def seeder(qbit_root: Path, request: pytest.FixtureRequest) -> Iterator[Seeder]:
+    """A second qbittorrent-nox that seeds generated payloads on loopback to the others, of
+    every version (it runs the first version asked for)."""
+    version = qbt_versions(request.config)[0]
+    process = QbitProcess(qbit_root, f"seeder-{version}", version=version)
     process.start()
     yield Seeder(process)
     process.stop()
@@ -55,14 +99,16 @@ def seeder(qbit_root: Path) -> Iterator[Seeder]:
 
 @pytest.fixture
 def qbit_factory(
-    qbit_root: Path, request: pytest.FixtureRequest
+    qbit_root: Path, qbt_version: str, request: pytest.FixtureRequest
 ) -> Iterator[Callable[..., QbitProcess]]:
-    """Private qbittorrent-nox instances, for tests that stop, restart or break one."""
+    """Private qbittorrent-nox instances of the test's version, for tests that stop, restart
+    or break one."""
     started: list[QbitProcess] = []
 
     def make(name: str = "private", **kwargs: Any) -> QbitProcess:
+        kwargs.setdefault("version", qbt_version)
         process = QbitProcess(
-            qbit_root, f"{request.node.name[:40]}-{name}-{len(started)}", **kwargs
+            qbit_root, f"{request.node.name[:40]}-{qbt_version}-{name}-{len(started)}", **kwargs
         )
         process.start()
         started.append(process)

@@ -9,6 +9,8 @@ import uuid
 import pytest
 
 from qbit_consumer.messages import MANAGED_TAG
+from qbit_consumer.qbit import QbitClient
+from tests.fixtures.faults import HttpFaultProxy
 from tests.fixtures.rabbitmq import wait_until
 from tests.fixtures.service import magnet_for, random_hash
 
@@ -33,6 +35,7 @@ def send(broker, names, body, **properties) -> None:
     broker.publish(names.command_exchange, "downloads.add", data, **properties)
 
 
+@pytest.mark.compat
 def test_valid_command_adds_torrent_with_category_save_path_and_tags(
     qbittorrent, make_config, start_service, broker, names, events, tmp_path
 ):
@@ -90,6 +93,7 @@ def test_valid_command_adds_torrent_with_category_save_path_and_tags(
     )
 
 
+@pytest.mark.compat
 def test_same_hash_again_is_added_as_duplicate_not_error(
     qbittorrent, make_config, start_service, broker, names, events
 ):
@@ -118,6 +122,48 @@ def test_same_hash_again_is_added_as_duplicate_not_error(
     assert "again" in torrents[0].tags
 
 
+@pytest.mark.compat
+def test_an_add_qbittorrent_refuses_because_it_holds_the_torrent_is_a_duplicate(
+    qbittorrent, make_config, start_service, broker, names, events, mocker
+):
+    """The service's lookup misses a torrent that someone adds right after it (a redelivered
+    command racing its first delivery's add): the add it then sends is refused as a duplicate,
+    409 from 5.2, "Fails." before; both mean "I hold it", not "bad magnet"."""
+    infohash = random_hash()
+    qbittorrent.client().torrents_add(urls=magnet_for(infohash), category="movies")
+    lookup = QbitClient.torrents
+    raced = []
+
+    def lookup_raced_by_the_add(self, ids):
+        if infohash in ids and not raced:
+            raced.append(True)
+            return []
+        return lookup(self, ids)
+
+    mocker.patch.object(QbitClient, "torrents", lookup_raced_by_the_add)
+    proxy = HttpFaultProxy(qbittorrent.url)
+    try:
+        start_service(
+            make_config(None, qbittorrent={"url": proxy.url, "password": qbittorrent.password})
+        )
+        send(broker, names, {"magnet": magnet_for(infohash), "category": "tv", "request_id": "r"})
+        [added] = events.wait_for("downloads.added", hash=infohash, request_id="r")
+    finally:
+        proxy.close()
+    assert raced and added["duplicate"] is True
+    adds = [
+        (status, body) for path, status, body in proxy.answers if path == "/api/v2/torrents/add"
+    ]
+    if qbittorrent.version_info >= (5, 2):
+        assert adds and all(status == 409 for status, _ in adds), adds
+    else:
+        assert adds and all((status, body) == (200, "Fails.") for status, body in adds), adds
+    assert events.of("downloads.failed") == []
+    assert broker.get_all(names.dead_letter_queue) == []
+    [torrent] = qbittorrent.client().torrents_info(torrent_hashes=infohash)
+    assert MANAGED_TAG in torrent.tags and torrent.category == "movies"
+
+
 def test_request_id_falls_back_to_correlation_id_then_message_id(
     qbittorrent, make_config, start_service, broker, names, events
 ):
@@ -141,6 +187,7 @@ def test_request_id_falls_back_to_correlation_id_then_message_id(
     assert events.properties_of(no_id["event_id"]).correlation_id is None
 
 
+@pytest.mark.compat
 def test_base32_and_hybrid_magnets_are_keyed_by_their_v1_hash(
     qbittorrent, make_config, start_service, broker, names, events
 ):

@@ -56,7 +56,7 @@ def test_check_reaches_both_services_and_fails_when_qbittorrent_is_down(
     )
     result = run_cli("check", "--config", str(good))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "qBittorrent ok" in result.stdout and "v4.5" in result.stdout
+    assert "qBittorrent ok" in result.stdout and f"v{qbittorrent.version}" in result.stdout
     assert "RabbitMQ    ok" in result.stdout
     assert qbittorrent.password not in result.stdout + result.stderr
 

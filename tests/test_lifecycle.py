@@ -28,6 +28,7 @@ def epoch(rfc3339: str) -> float:
     return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
 
 
+@pytest.mark.compat
 def test_real_download_gives_received_added_progress_and_exactly_one_completed(
     qbittorrent, seeder, make_config, start_service, broker, names, events, tmp_path
 ):
@@ -71,6 +72,15 @@ def test_real_download_gives_received_added_progress_and_exactly_one_completed(
         == progress["event_id"]
     )
 
+    # Seeding stopped in qBittorrent (by hand, or by a share limit): one paused, still tracked.
+    qbittorrent.client().torrents_stop(torrent_hashes=payload.infohash)
+    [paused] = events.wait_for("downloads.paused", hash=payload.infohash)
+    assert paused["state"] == ("stoppedUP" if qbittorrent.version_info >= (5, 0) else "pausedUP")
+    assert paused["progress"] == 1.0 and paused["request_id"] == "dl-1"
+    time.sleep(1.0)
+    assert len(events.of("downloads.paused", hash=payload.infohash)) == 1
+    assert len(events.of("downloads.completed", hash=payload.infohash)) == 1
+
 
 def test_throttled_download_reports_rising_progress(
     qbit_factory, seeder, make_config, start_service, broker, names, events
@@ -94,6 +104,7 @@ def test_throttled_download_reports_rising_progress(
     assert any(e["dlspeed"] > 0 and e["eta"] is not None for e in moving)
 
 
+@pytest.mark.compat
 def test_deleting_a_tracked_torrent_in_qbittorrent_gives_one_removed(
     qbittorrent, make_config, start_service, broker, names, events
 ):
@@ -116,6 +127,7 @@ def test_deleting_a_tracked_torrent_in_qbittorrent_gives_one_removed(
     assert events.events.index(last_progress) < events.events.index(removed)
 
 
+@pytest.mark.compat
 def test_completion_and_removal_while_stopped_are_reported_once_after_restart(
     qbittorrent, seeder, make_config, start_service, broker, names, events
 ):
@@ -147,6 +159,7 @@ def test_completion_and_removal_while_stopped_are_reported_once_after_restart(
     assert len(events.of("downloads.removed", hash=doomed)) == 1
 
 
+@pytest.mark.compat
 def test_qbittorrent_down_past_the_threshold_gives_one_polling_failed_then_one_recovered(
     qbit_factory, make_config, start_service, broker, names, events
 ):
@@ -192,6 +205,7 @@ def test_a_burst_of_20_magnets_gives_no_false_removed(
     assert {e["hash"] for e in events.of("downloads.added")} == set(hashes)
 
 
+@pytest.mark.compat
 def test_hybrid_torrent_rekeyed_by_qbittorrent_stays_one_download_to_its_completion(
     qbittorrent, seeder, make_config, start_service, broker, names, events
 ):
@@ -221,6 +235,7 @@ def test_hybrid_torrent_rekeyed_by_qbittorrent_stays_one_download_to_its_complet
     assert removed["completed"] is True and removed["request_id"] == "hybrid"
 
 
+@pytest.mark.compat
 def test_paused_and_stalled_are_reported_once_each_on_real_qbittorrent(
     qbittorrent, make_config, start_service, broker, names, events
 ):
@@ -235,14 +250,15 @@ def test_paused_and_stalled_are_reported_once_each_on_real_qbittorrent(
     assert stalled["state"] == "metaDL" and stalled["stalled_seconds"] >= 1
     assert stalled["request_id"] == "never-gets-metadata"
     pause = events.wait_for("downloads.paused", hash=paused, timeout=10)[0]
-    assert pause["state"] == "pausedDL"
+    paused_state = "stoppedDL" if qbittorrent.version_info >= (5, 0) else "pausedDL"
+    assert pause["state"] == paused_state
     time.sleep(1.5)
     assert len(events.of("downloads.stalled", hash=waiting)) == 1
     assert len(events.of("downloads.paused", hash=paused)) == 1
     # Time spent paused is not a stall (it may have stalled before the pause took effect).
     of_paused = [e["event"] for e in events.drain() if e["hash"] == paused]
     assert "downloads.stalled" not in of_paused[of_paused.index("downloads.paused") :]
-    assert events.of("downloads.progress", hash=paused)[-1]["state"] == "pausedDL"
+    assert events.of("downloads.progress", hash=paused)[-1]["state"] == paused_state
 
 
 def test_files_deleted_behind_qbittorrents_back_give_one_errored(

@@ -1,8 +1,10 @@
-"""Our qBittorrent session against a real qbittorrent-nox, seen through a recording proxy."""
+"""Our qBittorrent session against a real qbittorrent-nox of each version, seen through a
+recording proxy: the login and its cookie (renamed in 5.2), the ban, the clock."""
 
 from __future__ import annotations
 
 import secrets
+import time
 
 import pytest
 import requests
@@ -13,6 +15,8 @@ from qbit_consumer.login_gate import LoginGate
 from qbit_consumer.qbit import QbitClient
 from tests.fixtures.faults import HttpFaultProxy
 from tests.fixtures.qbittorrent import USERNAME
+
+pytestmark = [pytest.mark.live, pytest.mark.compat]
 
 
 def magnets(n: int) -> str:
@@ -56,7 +60,9 @@ def test_a_ban_and_a_wrong_password_shut_the_login_gate_for_different_reasons(qb
     client = QbitClient(QbittorrentConfig(url=qbit.url, username=USERNAME, password="wrong"), wrong)
     with pytest.raises(TransientError, match="login failed"):
         client.ping()
-    assert (wrong.shut_reason() or "").startswith("qBittorrent refused our login 1 time(s)")
+    reason = wrong.shut_reason() or ""
+    assert reason.startswith("qBittorrent refused our login as 'admin'")
+    assert "(1 time(s) in a row)" in reason
 
     requests.post(  # the second refused login from this IP: qBittorrent bans it
         f"{qbit.url}/api/v2/auth/login", data={"username": USERNAME, "password": "x"}, timeout=5
@@ -67,6 +73,60 @@ def test_a_ban_and_a_wrong_password_shut_the_login_gate_for_different_reasons(qb
     )
     with pytest.raises(TransientError, match="403 Forbidden"):
         client.ping()
-    assert (banned.shut_reason() or "").startswith("qBittorrent answered 403 Forbidden 1 time(s)")
+    reason = banned.shut_reason() or ""
+    # qBittorrent's own words are quoted: here, that it banned us.
+    assert reason.startswith("qBittorrent answered 403 Forbidden ('Your IP address has been banned")
+    assert "(1 time(s) in a row)" in reason
     with pytest.raises(TransientError, match="not asking qBittorrent for now"):
         client.ping()  # no request goes out while the gate is shut
+
+
+def test_one_login_then_the_session_cookie_of_the_versions_name_carries_every_request(
+    qbit_factory,
+):
+    qbit = qbit_factory()
+    proxy = HttpFaultProxy(qbit.url)
+    try:
+        client = QbitClient(
+            QbittorrentConfig(url=proxy.url, username=USERNAME, password=qbit.password),
+            LoginGate(),
+        )
+        client.ping()
+        client.torrents([secrets.token_hex(20)])
+        assert client.add_magnet(magnets(1), category="", tags=["t"], save_path="")
+        client.close()
+    finally:
+        proxy.close()
+
+    # 5.2 answers a login 204 with no body and names the cookie after its own port (not the
+    # proxy's: qbittorrent-api must not look for it by the URL's port).
+    new_login = qbit.version_info >= (5, 2)
+    cookie = f"QBT_SID_{qbit.webui_port}" if new_login else "SID"
+    logins = [a for a in proxy.answers if a[0].startswith("/api/v2/auth/login")]
+    assert logins == [
+        ("/api/v2/auth/login", 204, "") if new_login else ("/api/v2/auth/login", 200, "Ok.")
+    ]
+    after = proxy.headers[[p for p, _ in proxy.headers].index("/api/v2/auth/login") + 1 :]
+    assert after and all(h.get("Cookie", "").startswith(f"{cookie}=") for _, h in after)
+    assert [a[1] for a in proxy.answers].count(403) == 1  # the first request, before the login
+
+
+def test_the_session_holds_with_this_clock_two_hours_ahead_of_qbittorrents(
+    qbit_factory, monkeypatch
+):
+    """From 5.2 the session cookie expires an hour after the login on qBittorrent's clock; a
+    clock ahead of it by that much used to drop every cookie on arrival: 403 after each login,
+    taken for a ban."""
+    qbit = qbit_factory()
+    real_time = time.time
+    monkeypatch.setattr(time, "time", lambda: real_time() + 7200)
+    gate = LoginGate()
+    client = QbitClient(
+        QbittorrentConfig(url=qbit.url, username=USERNAME, password=qbit.password), gate
+    )
+    client.ping()
+    for _ in range(3):
+        assert client.torrents([secrets.token_hex(20)]) == []
+    assert gate.shut_reason() is None
+    assert qbit.app_log.count("WebAPI login success") <= 1
+    client.close()

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from tests.fixtures.faults import HttpFaultProxy
 from tests.fixtures.rabbitmq import wait_until
 from tests.fixtures.service import magnet_for, random_hash
 
@@ -34,6 +35,7 @@ def test_a_thread_that_dies_takes_the_service_down_with_exit_1(
     assert not service.service.consumer.is_alive() and not service.service.publisher.is_alive()
 
 
+@pytest.mark.compat
 def test_a_wrong_password_never_gets_the_service_banned(qbit_factory, make_config, start_service):
     qbit = qbit_factory("ban-budget", max_failed_logins=5)  # qBittorrent's real default
     start_service(
@@ -49,3 +51,32 @@ def test_a_wrong_password_never_gets_the_service_banned(qbit_factory, make_confi
     assert failures == 1, qbit.app_log[-2000:]
     assert "banned" not in qbit.app_log.lower()
     assert qbit.client().app_version().startswith("v")  # the right password still works
+
+
+def test_a_wrong_password_in_the_url_never_gets_the_service_banned_by_qbittorrent_5_2(
+    qbit_factory, make_config, start_service, events
+):
+    """From 5.2 qBittorrent checks the URL's userinfo (sent as HTTP Basic auth) on every
+    request and counts each refusal as a failed login: polled every cycle, it banned us in
+    seconds."""
+    qbit = qbit_factory("basic-auth", max_failed_logins=5)  # qBittorrent's real default
+    if qbit.version_info < (5, 2):
+        pytest.skip(f"qBittorrent {qbit.version} ignores the userinfo of its URL")
+    proxy = HttpFaultProxy(qbit.url)
+    try:
+        url = proxy.url.replace("http://", "http://admin:not-the-password@")
+        start_service(
+            make_config(
+                qbit,
+                qbittorrent={"url": url},
+                polling={"interval_seconds": 0.25, "failure_alert_threshold": 2},
+            )
+        )
+        [failed] = events.wait_for("downloads.polling_failed", timeout=15)
+        assert "401 Unauthorized" in failed["error"] and "[qbittorrent] url" in failed["error"]
+        time.sleep(4)  # 16 poll cycles
+    finally:
+        proxy.close()
+    assert [status for _, status, _ in proxy.answers] == [401]
+    assert "banned" not in qbit.app_log.lower()
+    assert qbit.client().app_version().startswith("v")  # the IP is still welcome

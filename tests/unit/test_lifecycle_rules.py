@@ -86,7 +86,7 @@ def test_finished_states_of_4x_and_5x_are_complete(state):
     assert is_complete(torrent(state, **DONE))
 
 
-def test_completion_happens_once_and_then_only_errors_are_watched():
+def test_completion_happens_once_and_then_only_errors_and_pauses_are_watched():
     first = observe(download(), torrent("stalledUP", **DONE), NOW, 1800)
     assert [e.name_of_event for e in first.events] == ["downloads.completed"]
     assert first.download.stage == "completed" and first.progress is None
@@ -95,6 +95,9 @@ def test_completion_happens_once_and_then_only_errors_are_watched():
     assert again.events == [] and again.progress is None
     broken = observe(again.download, torrent("missingFiles", **DONE), NOW + 10, 1800)
     assert [e.name_of_event for e in broken.events] == ["downloads.errored"]
+    stopped = observe(broken.download, torrent("stoppedUP", **DONE), NOW + 15, 1800)
+    assert [e.name_of_event for e in stopped.events] == ["downloads.paused"]
+    assert stopped.progress is None
 
 
 def test_progress_is_reported_every_cycle_while_incomplete_even_when_paused_or_waiting():
@@ -124,6 +127,25 @@ def test_paused_is_reported_once_per_pause(state):
         names += [e.name_of_event for e in seen.events]
         d = seen.download
     assert names == ["downloads.paused", "downloads.paused"]
+
+
+@pytest.mark.parametrize("state", ["pausedUP", "stoppedUP"])
+def test_a_completed_download_stopped_from_seeding_is_paused_once_per_pause(state):
+    d = observe(download(), torrent("uploading", **DONE), NOW, 1800).download
+    names = []
+    for step, s in enumerate([state, state, "uploading", state, state]):
+        seen = observe(d, torrent(s, **DONE), NOW + step, 1800)
+        names += [e.name_of_event for e in seen.events]
+        assert seen.progress is None
+        d = seen.download
+    assert names == ["downloads.paused", "downloads.paused"]
+    assert d.stage == "completed"
+
+
+def test_completed_and_stopped_in_the_same_cycle_gives_completed_then_paused():
+    seen = observe(download(), torrent("stoppedUP", **DONE), NOW, 1800)
+    assert [e.name_of_event for e in seen.events] == ["downloads.completed", "downloads.paused"]
+    assert seen.events[1].state == "stoppedUP" and seen.events[1].progress == 1.0
 
 
 def test_errored_is_reported_once_per_entry_into_error():
