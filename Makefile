@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+# Test processes side by side: the live tests mostly wait on real services, not on the CPU.
+TEST_WORKERS ?= 3
 
 .PHONY: install run check test lint format clean demo fuzz faults bench bench-poll bench-latency
 
@@ -25,10 +27,12 @@ demo: install
 check: install config.ini
 	$(BIN)/qbit-consumer check --config config.ini
 
+# The tests that change the whole broker (marked serial) run alone, after the others.
 test: install
 	@scripts/ensure-services.sh
 	$(BIN)/ruff check qbit_consumer tests bench scripts
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) -m "not serial"
+	$(BIN)/pytest -m serial
 
 # At least 10,000 generated command bodies through the real service (results: docs/reliability.md).
 fuzz: install

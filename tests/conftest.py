@@ -48,6 +48,10 @@ def qbt_versions(config: pytest.Config) -> list[str]:
     return versions
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    qbt_versions(config)  # a bad --qbt stops the run at once, with one line
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "qbt_version" not in metafunc.fixturenames:
         return

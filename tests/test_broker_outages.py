@@ -98,6 +98,7 @@ def test_connections_closed_by_the_broker_are_reopened_and_work_goes_on(
     assert broker.get_all(names.dead_letter_queue) == []
 
 
+@pytest.mark.serial  # the alarm blocks every publisher of the broker, other tests' too
 @pytest.mark.skipif(
     shutil.which("rabbitmqctl") is None, reason="needs rabbitmqctl (root on the broker host)"
 )

@@ -3,15 +3,18 @@ again under the same hash, and a qBittorrent that comes back without its torrent
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import threading
 import time
+from collections.abc import Iterator
 from datetime import datetime
 
 import pytest
 
 from qbit_consumer.lifecycle import VANISHED_WAIT_CYCLES
-from qbit_consumer.poller import REMOVAL_CONFIRM_SECONDS
+from qbit_consumer.poller import REMOVAL_CONFIRM_SECONDS, PollerThread
 from tests.fixtures.rabbitmq import wait_until
 from tests.fixtures.service import magnet_for, random_hash
 
@@ -27,13 +30,39 @@ def epoch(rfc3339: str) -> float:
     return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
 
 
-def after_next_cycle(service) -> int:
-    """Wait until the poller has just finished a cycle; its count. The next one is a whole
-    interval away, so what a test does right now happens between two polls."""
-    cycles = service.poller.cycles
-    return wait_until(
-        lambda: service.poller.cycles > cycles and service.poller.cycles, 30, "a poll", 0.01
-    )
+class PollerHold:
+    """Keeps the poller from starting a cycle while a test acts, so that what the test does
+    happens between two polls: exactly, where a long poll interval would be slow and still a
+    race."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self._open = threading.Event()
+        self._open.set()
+        self._held = threading.Event()  # the poller waits at the start of a cycle
+        real = PollerThread.poll_once
+
+        def poll_once(poller: PollerThread, qbit) -> None:
+            if not self._open.is_set():
+                self._held.set()
+                self._open.wait()
+                self._held.clear()
+            real(poller, qbit)
+
+        monkeypatch.setattr(PollerThread, "poll_once", poll_once)
+
+    @contextlib.contextmanager
+    def between_polls(self) -> Iterator[None]:
+        self._open.clear()
+        try:
+            wait_until(self._held.is_set, 30, "the poller to finish its cycle", 0.01)
+            yield
+        finally:
+            self._open.set()
+
+
+@pytest.fixture
+def hold(monkeypatch) -> PollerHold:
+    return PollerHold(monkeypatch)
 
 
 def delete_by_hand(client, infohash: str) -> None:
@@ -76,22 +105,23 @@ def test_a_wall_clock_set_forward_an_hour_causes_no_stall_no_removal_and_no_long
 
 
 def test_removed_by_hand_and_added_again_by_a_new_command_is_two_downloads(
-    qbittorrent, seeder, make_config, start_service, broker, names, events
+    qbittorrent, seeder, make_config, start_service, broker, names, events, hold
 ):
-    # Polls 10 s apart: the removal and the new command both happen between two polls, so the
-    # poller never sees the torrent missing; the registry has to tell the two apart.
-    running = start_service(make_config(qbittorrent, polling={"interval_seconds": 10}))
+    # The removal and the new command both happen between two polls, so the poller never
+    # sees the torrent missing; the registry has to tell the two apart.
+    running = start_service(make_config(qbittorrent, polling={"interval_seconds": 0.25}))
     payload = seeder.share(2 * 2**20)
     client = qbittorrent.client()
     send(broker, names, payload.magnet, request_id="first")
     events.wait_for("downloads.completed", hash=payload.infohash, request_id="first", timeout=60)
 
-    cycles = after_next_cycle(running.service)
-    delete_by_hand(client, payload.infohash)
-    send(broker, names, payload.magnet, request_id="second")
-    added = events.wait_for("downloads.added", request_id="second")[0]
-    removed = events.wait_for("downloads.removed", request_id="first", timeout=5)[0]
-    assert running.service.poller.cycles == cycles, "the poller looked in between"
+    with hold.between_polls():
+        cycles = running.service.poller.cycles
+        delete_by_hand(client, payload.infohash)
+        send(broker, names, payload.magnet, request_id="second")
+        added = events.wait_for("downloads.added", request_id="second")[0]
+        removed = events.wait_for("downloads.removed", request_id="first", timeout=5)[0]
+        assert running.service.poller.cycles == cycles, "the poller looked in between"
 
     assert added["duplicate"] is False
     assert removed["hash"] == payload.infohash
@@ -108,19 +138,20 @@ def test_removed_by_hand_and_added_again_by_a_new_command_is_two_downloads(
 
 
 def test_removed_and_added_again_by_hand_between_polls_is_reported_removed(
-    qbittorrent, make_config, start_service, broker, names, events
+    qbittorrent, make_config, start_service, broker, names, events, hold
 ):
-    running = start_service(make_config(qbittorrent, polling={"interval_seconds": 6}))
+    running = start_service(make_config(qbittorrent, polling={"interval_seconds": 0.25}))
     infohash = random_hash()
     client = qbittorrent.client()
     send(broker, names, magnet_for(infohash), request_id="by-command")
     events.wait_for("downloads.progress", hash=infohash)
 
-    cycles = after_next_cycle(running.service)
-    delete_by_hand(client, infohash)
-    client.torrents_add(urls=magnet_for(infohash))
-    wait_until(lambda: client.torrents_info(torrent_hashes=infohash), 10, "the new torrent")
-    assert running.service.poller.cycles == cycles, "the poller looked in between"
+    with hold.between_polls():
+        cycles = running.service.poller.cycles
+        delete_by_hand(client, infohash)
+        client.torrents_add(urls=magnet_for(infohash))
+        wait_until(lambda: client.torrents_info(torrent_hashes=infohash), 10, "the new torrent")
+        assert running.service.poller.cycles == cycles, "the poller looked in between"
 
     removed = events.wait_for("downloads.removed", hash=infohash, timeout=15)[0]
     assert removed["request_id"] == "by-command"
