@@ -5,7 +5,7 @@
 #   scripts/fetch-qbittorrent.sh 5.3.0      # prints the path of a `qbittorrent-nox` that runs it
 #
 # How: apt downloads the package with its whole dependency closure (an empty dpkg status, so libc
-# comes too) into a private apt directory; every .deb is unpacked with dpkg-deb into one root; a
+# comes too), checked against Debian's signatures, into a private apt directory; every .deb is unpacked with dpkg-deb into one root; a
 # wrapper `exec`s that root's own loader with that root's libraries, so the PID the tests start
 # is qBittorrent's own. About 40 MB and a minute per version, once: later runs find the cache.
 # Fails with one line that says what is missing.
@@ -30,7 +30,8 @@ fi
 for tool in apt-get dpkg-deb; do
     command -v "$tool" >/dev/null 2>&1 || { echo "missing: $tool (qBittorrent $version comes from Debian's packages)" >&2; exit 1; }
 done
-mirror=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+# The machine's own Debian mirror (QBIT_CONSUMER_DEBIAN_MIRROR names another).
+mirror=${QBIT_CONSUMER_DEBIAN_MIRROR:-$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)}
 [ -n "$mirror" ] || mirror=$(awk '/^deb / {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
 [ -n "$mirror" ] || { echo "missing: a Debian mirror in /etc/apt/sources.list.d/debian.sources (needed to fetch qBittorrent $version)" >&2; exit 1; }
 
@@ -38,12 +39,15 @@ work=$dir.partial
 rm -rf "$work"
 mkdir -p "$work"/{lists/partial,cache/archives/partial,root,bin}
 : > "$work/status"
-for suite in $suites; do echo "deb [trusted=yes] $mirror $suite main"; done > "$work/sources.list"
+# Signed by Debian's archive keys, which bookworm's debian-archive-keyring holds for trixie too.
+keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+[ -r "$keyring" ] || { echo "missing: $keyring, to check Debian's signatures (apt-get install debian-archive-keyring)" >&2; exit 1; }
+for suite in $suites; do echo "deb [signed-by=$keyring] $mirror $suite main"; done > "$work/sources.list"
 apt=(apt-get -q
      -o "Dir::Etc::sourcelist=$work/sources.list" -o Dir::Etc::sourceparts=- -o "Dir::State::lists=$work/lists"
      -o "Dir::Cache=$work/cache" -o "Dir::State::status=$work/status" -o Debug::NoLocking=1
      -o APT::Install-Recommends=0 -o APT::Sandbox::User=root)
-if ! "${apt[@]}" update >"$work/apt.log" 2>&1; then
+if ! "${apt[@]}" --error-on=any update >"$work/apt.log" 2>&1; then
     echo "missing: Debian's $suites package lists from $mirror (qBittorrent $version; log: $work/apt.log)" >&2
     exit 1
 fi
