@@ -144,7 +144,10 @@ def check(cfg: Config) -> int:
     qbit = QbitClient(cfg.qbittorrent, LoginGate())
     try:
         app, api = qbit.version()
-        print(f"qBittorrent ok      {redact_url(cfg.qbittorrent.url)} ({app}, Web API {api})")
+        auth = "API key" if cfg.qbittorrent.api_key else f"user {cfg.qbittorrent.username!r}"
+        print(
+            f"qBittorrent ok      {redact_url(cfg.qbittorrent.url)} ({app}, Web API {api}, {auth})"
+        )
     except QbitConsumerError as exc:
         print(f"qBittorrent FAILED  {exc}")
         ok = False

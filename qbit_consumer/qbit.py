@@ -89,26 +89,29 @@ class _SessionCookies(RequestsCookieJar):
     """
 
     def extract_cookies(self, response: Any, request: Any) -> None:
-        super().extract_cookies(_WithoutExpiry(response), request)
+        if any(_EXPIRY.search(value) for value in response.info().get_all("Set-Cookie", ())):
+            response = _WithoutExpiry(response)  # only a login's answer sets a cookie
+        super().extract_cookies(response, request)
 
 
 class _Client(qbittorrentapi.Client):
     """qbittorrent-api's client, with our credentials only, our cookie jar, and qBittorrent's
     Web API version asked for once per login.
 
-    qbittorrent-api reads ``QBITTORRENTAPI_PASSWORD``, ``_API_KEY`` and
+    Credentials: qbittorrent-api reads ``QBITTORRENTAPI_PASSWORD``, ``_API_KEY`` and
     ``_DO_NOT_VERIFY_WEBUI_CERTIFICATE`` from the environment for whatever it is given empty:
     a key meant for another tool would silently replace the password, and a variable could
     turn TLS verification off. The configuration is the only source here (it has its own
     environment overrides), so those are set back to what we passed.
 
-    qbittorrent-api asks for it before every ``torrents/add`` (it picks parameter names by
-    version): one extra request per add, half of what a one-magnet add costs. The version can
-    only change with a qBittorrent restart, which ends our session: the next request gets a
-    403, qbittorrent-api logs in again, and that login clears the cached answer; so does a
-    connection failure (qBittorrent may be restarting). The add retried right after such a
-    login still goes out with the old version's parameter names; the parameters we send are
-    the same in every version.
+    The version: qbittorrent-api asks for it before every ``torrents/add`` (it picks parameter
+    names by version): one extra request per add, half of what a one-magnet add costs. The
+    version can only change with a qBittorrent restart, which ends our session: the next
+    request gets a 403, qbittorrent-api logs in again, and that login clears the cached answer;
+    so does a connection failure (qBittorrent may be restarting; with an API key there is no
+    login, and that failure is what clears it). The add retried right after such a login
+    still goes out with the old version's parameter names; the parameters we send are the
+    same in every version.
     """
 
     _cached_web_api_version: str | None = None

@@ -7,6 +7,7 @@ like a ban, never a fall-back to the password nor a storm of requests; the key i
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
@@ -18,7 +19,7 @@ from qbit_consumer.qbit import QbitClient
 from tests.fixtures.faults import HttpFaultProxy
 from tests.fixtures.qbittorrent import USERNAME, QbitProcess
 from tests.fixtures.rabbitmq import wait_until
-from tests.fixtures.service import magnet_for, random_hash, service_ini, spawn_service
+from tests.fixtures.service import magnet_for, random_hash, run_cli, service_ini, spawn_service
 
 pytestmark = pytest.mark.live
 
@@ -54,6 +55,9 @@ def test_with_an_api_key_the_service_never_logs_in_and_never_prints_the_key(
         polling={"interval_seconds": 0.5},
         logging={"format": "json", "level": "DEBUG"},
     )
+    checked = run_cli("check", "--config", str(config))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert re.search(rf"\(v{qbit.version}, Web API [\d.]+, API key\)", checked.stdout)
     log_path = tmp_path / "service.log"
     process = spawn_service(config, log_path)
     try:
@@ -83,6 +87,7 @@ def test_with_an_api_key_the_service_never_logs_in_and_never_prints_the_key(
             log_path.read_text(),
             json.dumps(events.drain()),
             json.dumps([{k: str(v) for k, v in props.headers.items()} for props, _ in dead]),
+            checked.stdout + checked.stderr,
         ]
     )
     assert "invalid_json" in everything

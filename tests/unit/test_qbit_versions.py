@@ -1,5 +1,7 @@
-"""qBittorrent answers that the Debian 4.5.2 used by the live tests cannot give: 5.x and 5.2
-Web API answers, refusals and login failures, replayed from the documented behaviour."""
+"""qBittorrent's answers across 4.5-5.3, replayed, for the edge cases a real server cannot be
+made to give on demand (a 4xx or 5xx to an add, logins refused a set number of times). The same
+answers come from the real 4.5.2, 5.1.0 and 5.3.0 in the live suite (test_qbit_session.py,
+test_add_command.py, test_api_key.py); docs/compatibility.md lists them."""
 
 from __future__ import annotations
 
