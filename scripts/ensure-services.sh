@@ -70,19 +70,7 @@ if ! reachable; then
         reachable && break
         sleep 0.5
     done
-    # qBittorrent 5.x, from Debian trixie(-backports), cached outside the work tree: the versions the
-# tests ask for (QBIT_CONSUMER_TEST_QBITTORRENT, default all), fetched in parallel.
-versions=${QBIT_CONSUMER_TEST_QBITTORRENT:-5.3.0,5.1.0,4.5.2}
-fetches=()
-for version in ${versions//,/ }; do
-    case "$version" in
-        4.5.2) ;;
-        *) "$(dirname "$0")/fetch-qbittorrent.sh" "$version" >/dev/null & fetches+=($!) ;;
-    esac
-done
-for pid in "${fetches[@]}"; do wait "$pid" || exit 1; done
-
-if ! reachable; then
+    if ! reachable; then
         echo "missing: RabbitMQ did not come up on $host:$port within 60 s (see /var/log/rabbitmq)" >&2
         exit 1
     fi
