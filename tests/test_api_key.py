@@ -12,12 +12,9 @@ import time
 
 import pytest
 
-from qbit_consumer.config import QbittorrentConfig
 from qbit_consumer.health import check_health
-from qbit_consumer.login_gate import LoginGate
-from qbit_consumer.qbit import QbitClient
 from tests.fixtures.faults import HttpFaultProxy
-from tests.fixtures.qbittorrent import USERNAME, QbitProcess
+from tests.fixtures.qbittorrent import QbitProcess, service_client
 from tests.fixtures.rabbitmq import wait_until
 from tests.fixtures.service import magnet_for, random_hash, run_cli, service_ini, spawn_service
 
@@ -139,15 +136,10 @@ def test_qbittorrent_apis_own_environment_variables_never_replace_the_configurat
     monkeypatch.setenv("QBITTORRENTAPI_PASSWORD", "someone-elses-password")
     proxy = HttpFaultProxy(qbit.url)
     try:
-        with_password = QbitClient(
-            QbittorrentConfig(url=proxy.url, username=USERNAME, password=qbit.password),
-            LoginGate(),
-        )
+        with_password = service_client(proxy.url, password=qbit.password)
         with_password.ping()
         with_password.close()
-        with_key = QbitClient(
-            QbittorrentConfig(url=proxy.url, username=USERNAME, api_key=key), LoginGate()
-        )
+        with_key = service_client(proxy.url, api_key=key)
         with_key.ping()
     finally:
         proxy.close()

@@ -14,7 +14,7 @@ from qbit_consumer.errors import TransientError
 from qbit_consumer.login_gate import LoginGate
 from qbit_consumer.qbit import QbitClient
 from tests.fixtures.faults import HttpFaultProxy
-from tests.fixtures.qbittorrent import USERNAME
+from tests.fixtures.qbittorrent import USERNAME, service_client
 
 pytestmark = [pytest.mark.live, pytest.mark.compat]
 
@@ -31,10 +31,7 @@ def test_the_web_api_version_is_asked_once_per_login_not_before_every_add(qbit_f
     qbit = qbit_factory()
     proxy = HttpFaultProxy(qbit.url)
     try:
-        client = QbitClient(
-            QbittorrentConfig(url=proxy.url, username=USERNAME, password=qbit.password),
-            LoginGate(),
-        )
+        client = service_client(proxy.url, password=qbit.password)
         client.ping()  # logs in
         proxy.calls.clear()
         for _ in range(3):
@@ -87,10 +84,7 @@ def test_one_login_then_the_session_cookie_of_the_versions_name_carries_every_re
     qbit = qbit_factory()
     proxy = HttpFaultProxy(qbit.url)
     try:
-        client = QbitClient(
-            QbittorrentConfig(url=proxy.url, username=USERNAME, password=qbit.password),
-            LoginGate(),
-        )
+        client = service_client(proxy.url, password=qbit.password)
         client.ping()
         client.torrents([secrets.token_hex(20)])
         assert client.add_magnet(magnets(1), category="", tags=["t"], save_path="")
@@ -121,9 +115,7 @@ def test_the_session_holds_with_this_clock_two_hours_ahead_of_qbittorrents(
     real_time = time.time
     monkeypatch.setattr(time, "time", lambda: real_time() + 7200)
     gate = LoginGate()
-    client = QbitClient(
-        QbittorrentConfig(url=qbit.url, username=USERNAME, password=qbit.password), gate
-    )
+    client = QbitClient(QbittorrentConfig(url=qbit.url, password=qbit.password), gate)
     client.ping()
     for _ in range(3):
         assert client.torrents([secrets.token_hex(20)]) == []
