@@ -25,9 +25,8 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from bench.common import ServiceProcess, memory_mib, publish_commands
+from bench.common import ServiceProcess, memory_mib, publish_commands, qbittorrent
 from tests.fixtures.faults import TcpProxy, broker_memory_alarm
-from tests.fixtures.qbittorrent import QbitProcess
 from tests.fixtures.rabbitmq import wait_until
 
 
@@ -68,7 +67,7 @@ def _unavailable(
     outage: float,
     fault: Callable[[], AbstractContextManager[None]],
 ) -> dict[str, float]:
-    qbit = QbitProcess(root, f"backpressure-{secrets.token_hex(3)}")
+    qbit = qbittorrent(root, f"backpressure-{secrets.token_hex(3)}")
     qbit.start()
     service = ServiceProcess(
         root, amqp_url, qbit, rabbitmq={"url": service_url}, polling={"interval_seconds": 1}

@@ -18,8 +18,8 @@ import statistics
 import time
 from pathlib import Path
 
-from bench.common import ServiceProcess, cpu_seconds, memory_mib, publish_commands
-from tests.fixtures.qbittorrent import USERNAME, QbitProcess
+from bench.common import ServiceProcess, cpu_seconds, memory_mib, publish_commands, qbittorrent
+from tests.fixtures.qbittorrent import USERNAME
 from tests.fixtures.rabbitmq import BrokerHelper, wait_until
 
 
@@ -31,8 +31,8 @@ def throughput(
     service is frozen (SIGSTOP) while the raw loop runs, so its poller does not slow it."""
     hashes = [secrets.token_hex(20) for _ in range(count)]
     raw_qb, our_qb = (
-        QbitProcess(root, f"raw-loop-{prefetch}"),
-        QbitProcess(root, f"service-{prefetch}"),
+        qbittorrent(root, f"raw-loop-{prefetch}"),
+        qbittorrent(root, f"service-{prefetch}"),
     )
     raw_qb.start()
     our_qb.start()
@@ -102,7 +102,7 @@ def throughput(
 
 
 def latency(root: Path, amqp_url: str, count: int = 60) -> dict[str, float]:
-    qbit = QbitProcess(root, "latency")
+    qbit = qbittorrent(root, "latency")
     qbit.start()
     service = ServiceProcess(root, amqp_url, qbit)
     try:

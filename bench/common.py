@@ -20,6 +20,20 @@ from tests.fixtures.service import TestNames, write_ini
 
 TICK = os.sysconf("SC_CLK_TCK")
 ROOT = Path(__file__).resolve().parents[1]
+#: The qBittorrent the benchmarks run by default: the version their goals were first measured
+#: on, so that runs stay comparable. Another one writes a page of its own (``bench/run.py``).
+DEFAULT_QBITTORRENT = "4.5.2"
+QBITTORRENT_VERSION = os.environ.get("QBIT_CONSUMER_BENCH_QBITTORRENT", DEFAULT_QBITTORRENT)
+
+
+def page_suffix(version: str) -> str:
+    """'' for the default version, ``-qbittorrent-5.3.0`` for another: docs/benchmarks<suffix>.md."""
+    return "" if version == DEFAULT_QBITTORRENT else f"-qbittorrent-{version}"
+
+
+def qbittorrent(root: Path, name: str) -> QbitProcess:
+    """A throwaway qbittorrent-nox of ``QBITTORRENT_VERSION`` (not started)."""
+    return QbitProcess(root, name, version=QBITTORRENT_VERSION)
 
 
 def cpu_seconds(pid: int) -> float:

@@ -6,12 +6,18 @@ import secrets
 import time
 from pathlib import Path
 
-from bench.common import ServiceProcess, dead_magnets, memory_mib, publish_commands, wait_count
+from bench.common import (
+    ServiceProcess,
+    dead_magnets,
+    memory_mib,
+    publish_commands,
+    qbittorrent,
+    wait_count,
+)
 from qbit_consumer.magnet import parse_magnet
 from qbit_consumer.publisher import PublishQueue
 from qbit_consumer.registry import Registry, Tracked
 from qbit_consumer.state import State
-from tests.fixtures.qbittorrent import QbitProcess
 from tests.fixtures.rabbitmq import wait_until
 
 
@@ -21,7 +27,7 @@ def tracked_steady_state(
     """``tracked`` downloads tracked, ``active`` of them incomplete (default: all, the worst
     case: each gets a progress event every cycle); the others are recorded as completed, as in
     a library where most tracked downloads are done."""
-    qbit = QbitProcess(root, "memory-tracked")
+    qbit = qbittorrent(root, "memory-tracked")
     qbit.start()
     service = ServiceProcess(root, amqp_url, qbit, polling={"interval_seconds": 5})
     try:
@@ -71,7 +77,7 @@ def tracked_steady_state(
 
 
 def burst(root: Path, amqp_url: str, count: int = 2000) -> dict[str, float]:
-    qbit = QbitProcess(root, "memory-burst")
+    qbit = qbittorrent(root, "memory-burst")
     qbit.start()
     service = ServiceProcess(root, amqp_url, qbit, polling={"interval_seconds": 5})
     try:

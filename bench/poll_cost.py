@@ -27,6 +27,7 @@ from pathlib import Path
 import qbittorrentapi
 import torf
 
+from bench.common import qbittorrent
 from qbit_consumer.config import Config, PollingConfig, QbittorrentConfig
 from qbit_consumer.login_gate import LoginGate
 from qbit_consumer.magnet import parse_magnet
@@ -99,7 +100,7 @@ def measure(
     size: int, active: int, made: list[tuple[bytes, str]], cycles: int, root: Path
 ) -> dict[str, float]:
     completed = len(made)
-    process = QbitProcess(root, f"bench-{size}")
+    process = qbittorrent(root, f"bench-{size}")
     process.start()
     try:
         client = process.client()

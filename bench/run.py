@@ -1,6 +1,8 @@
 """`make bench`: every benchmark, side by side with its baseline, in one run (under 10 minutes).
 
-Writes bench/results.json, docs/bench-poll-cost.png and docs/benchmarks.md.
+Writes bench/results.json, docs/bench-poll-cost.png and docs/benchmarks.md; on another
+qBittorrent than the default (QBIT_CONSUMER_BENCH_QBITTORRENT), docs/benchmarks-qbittorrent-
+<version>.md and its plot.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import time
 from pathlib import Path
 
 from bench import backpressure, command_path, completion_latency, memory, poll_cost, report
-from bench.common import ROOT
+from bench.common import QBITTORRENT_VERSION, ROOT, page_suffix
 from tests.fixtures.rabbitmq import TestVhost
 
 
@@ -54,7 +56,8 @@ def main() -> None:
     started = time.monotonic()
     results: dict[str, object] = {
         "machine": f"{platform.node()} {platform.machine()}, "
-        f"{__import__('os').cpu_count()} cores, Python {sys.version.split()[0]}"
+        f"{__import__('os').cpu_count()} cores, Python {sys.version.split()[0]}",
+        "qbittorrent": QBITTORRENT_VERSION,
     }
     with tempfile.TemporaryDirectory(prefix="qbc-bench-") as tmp, TestVhost() as amqp_url:
         root = Path(tmp)
@@ -89,9 +92,15 @@ def main() -> None:
     results["completion"] = completion_latency.measure(5, 1.0, 4)
     results["total_seconds"] = time.monotonic() - started
     (ROOT / "bench" / "results.json").write_text(json.dumps(results, indent=2))
-    plot(results["poll_cost"], ROOT / "docs" / "bench-poll-cost.png")  # type: ignore[arg-type]
-    (ROOT / "docs" / "benchmarks.md").write_text(report.render(results))
+    write_pages(results)
     print(json.dumps(results, indent=2))
+
+
+def write_pages(results: dict[str, object]) -> None:
+    suffix = page_suffix(str(results["qbittorrent"]))
+    plot(results["poll_cost"], ROOT / "docs" / f"bench-poll-cost{suffix}.png")  # type: ignore[arg-type]
+    page = report.render(results, plot_name=f"bench-poll-cost{suffix}.png")
+    (ROOT / "docs" / f"benchmarks{suffix}.md").write_text(page)
 
 
 if __name__ == "__main__":
