@@ -244,7 +244,7 @@ class QbitClient:
             # A save path only sticks in manual mode; automatic mode would use the category's.
             options.update(save_path=save_path, use_auto_torrent_management=False)
         try:
-            with self._translate("adding a torrent"):
+            with self._translate("adding a torrent", refusal_rejects=True):
                 answer = self._client.torrents_add(**options)
         except _Conflict:
             return False
@@ -269,7 +269,10 @@ class QbitClient:
     # -- error translation -------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _translate(self, doing: str) -> Iterator[None]:
+    def _translate(self, doing: str, *, refusal_rejects: bool = False) -> Iterator[None]:
+        """qbittorrent-api's errors as ours, ``doing`` only for the messages. A 4xx answer to a
+        call made with ``refusal_rejects`` (an add: qBittorrent will never take this request)
+        is an ``InvalidCommand``; to any other call, a ``TransientError``."""
         self._gate.check()
         try:
             yield
@@ -319,7 +322,7 @@ class QbitClient:
                 f"qBittorrent failed while {doing}: HTTP {exc.http_status_code}"
             ) from exc
         except qbittorrentapi.HTTP4XXError as exc:
-            if doing == "adding a torrent":
+            if refusal_rejects:
                 raise InvalidCommand(
                     QBITTORRENT_REJECTED,
                     f"qBittorrent refused the torrent with HTTP {exc.http_status_code}",

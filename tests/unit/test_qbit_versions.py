@@ -169,6 +169,18 @@ def test_a_4xx_answer_to_add_is_qbittorrent_rejected(api):
     assert "HTTP 415" in info.value.detail
 
 
+def test_a_4xx_answer_to_any_call_but_the_add_is_transient_never_a_rejection(api):
+    # Only the add rejects a command; a 4xx elsewhere (a proxy's rule, a version's quirk)
+    # must not dead-letter a valid magnet.
+    login_204(api)
+    api.add(responses.POST, f"{URL}/api/v2/torrents/info", status=415, body="Unsupported")
+    api.replace(responses.POST, f"{URL}/api/v2/torrents/addTags", status=415, body="Unsupported")
+    with pytest.raises(TransientError, match="HTTP 415"):
+        client().torrents([V1])
+    with pytest.raises(TransientError, match="HTTP 415"):
+        client().add_tags(V1, ["t"])
+
+
 def test_server_errors_are_transient(api):
     login_204(api)
     api.add(responses.POST, f"{URL}/api/v2/torrents/info", status=503)
