@@ -25,9 +25,11 @@ log = logging.getLogger(__name__)
 
 
 class Backoff:
-    """``next()`` gives 0..base, 0..2*base, ... up to ``cap`` seconds; ``reset()`` after success.
+    """``next()`` gives a wait between half and all of ``base``, then of 2*``base``, 4*``base``
+    ... up to ``cap`` seconds; ``reset()`` after a success.
 
-    Jitter spreads the reconnects of several services that lost the same broker at once.
+    The jitter spreads the reconnects of several services that lost the same broker at once;
+    the lower half is cut off so that no wait is next to nothing.
     """
 
     def __init__(self, base: float = 1.0, cap: float = 10.0) -> None:
