@@ -16,9 +16,11 @@ import attrs
 SCHEMA_VERSION: Final = 1
 
 
-def now_rfc3339() -> str:
-    """UTC time with milliseconds and a ``Z``, as in ``2026-11-24T08:00:00.123Z``."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def rfc3339(epoch: float | None = None) -> str:
+    """The one way every time on the wire is written: UTC with milliseconds and a ``Z``, as in
+    ``2026-11-24T08:00:00.123Z``; ``epoch`` (seconds), or now."""
+    when = datetime.now(UTC) if epoch is None else datetime.fromtimestamp(epoch, UTC)
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @attrs.frozen(kw_only=True)
@@ -35,7 +37,7 @@ class Event:
     name: str | None
     category: str | None
     event_id: str = attrs.field(factory=lambda: str(uuid.uuid4()))
-    occurred_at: str = attrs.field(factory=now_rfc3339)
+    occurred_at: str = attrs.field(factory=rfc3339)
 
     @property
     def routing_key(self) -> str:

@@ -14,12 +14,20 @@ from __future__ import annotations
 
 import enum
 import sys
-from datetime import UTC, datetime
 from typing import Final
 
 import attrs
 
-from qbit_consumer.events import Completed, Errored, Event, Paused, Progress, Removed, Stalled
+from qbit_consumer.events import (
+    Completed,
+    Errored,
+    Event,
+    Paused,
+    Progress,
+    Removed,
+    Stalled,
+    rfc3339,
+)
 from qbit_consumer.state import Download
 from qbit_consumer.torrents import Torrent
 
@@ -254,7 +262,7 @@ def _completed(download: Download, torrent: Torrent) -> Completed:
         size=torrent.size,
         save_path=torrent.save_path,
         content_path=torrent.content_path,
-        completed_at=datetime.fromtimestamp(when, UTC).isoformat().replace("+00:00", "Z"),
+        completed_at=rfc3339(when),
     )
 
 

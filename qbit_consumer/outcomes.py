@@ -10,7 +10,7 @@ import attrs
 
 from qbit_consumer.adding import AddResult
 from qbit_consumer.config import RabbitmqConfig
-from qbit_consumer.events import Added, Failed, Received, now_rfc3339
+from qbit_consumer.events import Added, Failed, Received, rfc3339
 from qbit_consumer.messages import AddCommand, CommandContext
 
 ATTEMPTS_HEADER: Final = "x-attempts"
@@ -47,7 +47,7 @@ def dead_letter_copy(
             "x-error-reason": reason,
             "x-error-detail": detail,
             ATTEMPTS_HEADER: attempt,
-            "x-failed-at": now_rfc3339(),
+            "x-failed-at": rfc3339(),
         },
         Failed(
             request_id=context.request_id,

@@ -32,14 +32,13 @@ import logging
 import math
 import threading
 import time
-from datetime import UTC, datetime
 from typing import Final
 
 import attrs
 
 from qbit_consumer.config import Config
 from qbit_consumer.errors import TransientError
-from qbit_consumer.events import Event, PollingFailed, PollingRecovered
+from qbit_consumer.events import Event, PollingFailed, PollingRecovered, rfc3339
 from qbit_consumer.lifecycle import (
     VANISHED_WAIT_CYCLES,
     Vanish,
@@ -291,7 +290,7 @@ class PollerThread(threading.Thread):
                         category=None,
                         consecutive_failures=self._failures,
                         error=str(exc),
-                        since=_rfc3339(self._outage_began_at),
+                        since=rfc3339(self._outage_began_at),
                     )
                 ]
             )
@@ -328,9 +327,3 @@ def _identity(download: Download) -> tuple[str, str | None, str | None, int | No
     """What is written at once when it changes: a restart finds the torrent by its id and tells
     its incarnation by ``added_on``."""
     return (download.qbit_id, download.name, download.infohash_v2, download.added_on)
-
-
-def _rfc3339(epoch: float) -> str:
-    return (
-        datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    )

@@ -90,7 +90,7 @@ def test_completion_happens_once_and_then_only_errors_and_pauses_are_watched():
     first = observe(download(), torrent("stalledUP", **DONE), NOW, 1800)
     assert [e.name_of_event for e in first.events] == ["downloads.completed"]
     assert first.download.stage == "completed" and first.progress is None
-    assert first.events[0].completed_at == "2023-11-14T22:13:20Z"
+    assert first.events[0].completed_at == "2023-11-14T22:13:20.000Z"
     again = observe(first.download, torrent("stalledUP", **DONE), NOW + 5, 1800)
     assert again.events == [] and again.progress is None
     broken = observe(again.download, torrent("missingFiles", **DONE), NOW + 10, 1800)
