@@ -18,15 +18,11 @@ class Torrent:
     infohash_v2: str | None
     name: str
     state: str
-    category: str
-    tags: tuple[str, ...]
     save_path: str
     content_path: str
     progress: float
     size: int
-    total_size: int
     amount_left: int
-    downloaded: int
     completed: int
     completion_on: int
     dlspeed: int
@@ -38,22 +34,17 @@ class Torrent:
 
     @classmethod
     def from_api(cls, item: Mapping[str, Any]) -> Torrent:
-        tags = item.get("tags") or ""
         return cls(
             id=str(item.get("hash", "")).lower(),
             infohash_v1=(item.get("infohash_v1") or None),
             infohash_v2=(item.get("infohash_v2") or None),
             name=str(item.get("name", "")),
             state=str(item.get("state", "unknown")),
-            category=str(item.get("category", "")),
-            tags=tuple(t.strip() for t in tags.split(",") if t.strip()),
             save_path=str(item.get("save_path", "")),
             content_path=str(item.get("content_path", "")),
             progress=float(item.get("progress", 0.0)),
             size=int(item.get("size", 0)),
-            total_size=int(item.get("total_size", 0)),
             amount_left=int(item.get("amount_left", 0)),
-            downloaded=int(item.get("downloaded", 0)),
             completed=int(item.get("completed", 0)),
             completion_on=int(item.get("completion_on", 0) or 0),
             dlspeed=int(item.get("dlspeed", 0)),
