@@ -100,7 +100,7 @@ class CommandHandler:
         declarations: Declarations,
         guard: PoisonGuard,
         stopping: Callable[[], bool],
-        on_added: Callable[[list[tuple[AddCommand, AddResult]]], None] | None = None,
+        on_added: Callable[[list[tuple[AddCommand, AddResult]]], None],
     ) -> None:
         self._cfg = cfg
         self._broker = broker
@@ -149,7 +149,7 @@ class CommandHandler:
             valid = [item for item in taken if self._parse(item)]
         added = self._add(valid) if valid else []
         self._finish(taken)
-        if added and self._on_added is not None:
+        if added:
             self._record(added)
         self._ack([item for item in taken if item not in self._held])
 
@@ -214,7 +214,6 @@ class CommandHandler:
         acked but unrecorded, a download would be forgotten by a restart; unacked, its command
         comes back after one and is answered as a duplicate.
         """
-        assert self._on_added is not None
         waiting = False
         while True:
             try:

@@ -92,11 +92,14 @@ class ConsumerThread(threading.Thread):
         self,
         cfg: Config,
         gate: LoginGate,
-        on_added: Callable[[list[tuple[AddCommand, AddResult]]], None] | None = None,
-        qbit: Reachability | None = None,
-        blocked: Callable[[], str | None] = lambda: None,
+        *,
+        on_added: Callable[[list[tuple[AddCommand, AddResult]]], None],
+        qbit: Reachability,
+        blocked: Callable[[], str | None],
     ) -> None:
-        """``blocked()`` says why commands must wait in their queue now (None: take them)."""
+        """``on_added`` records what a batch added before its acks; ``qbit`` is whether the
+        poller finds qBittorrent answering; ``blocked()`` says why else commands must wait in
+        their queue now (None: take them)."""
         super().__init__(name="consumer", daemon=True)
         self._cfg = cfg
         self._qbit_status = qbit
@@ -236,7 +239,7 @@ class ConsumerThread(threading.Thread):
         """Why commands must wait in their queue now; None when they may be taken. A command
         taken while qBittorrent does not answer, or while the state file cannot be written,
         could only fail or go unrecorded."""
-        if self._qbit_status is not None and not self._qbit_status.up:
+        if not self._qbit_status.up:
             return "qBittorrent does not answer" if self._qbit_status.known.is_set() else ""
         return self._blocked()
 
