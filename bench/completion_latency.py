@@ -22,9 +22,7 @@ from pathlib import Path
 from bench.common import qbittorrent
 from qbit_consumer.config import load_config
 from qbit_consumer.lifecycle import is_complete
-from qbit_consumer.login_gate import LoginGate
-from qbit_consumer.qbit import QbitClient
-from tests.fixtures.qbittorrent import USERNAME
+from tests.fixtures.qbittorrent import service_client
 from tests.fixtures.rabbitmq import BrokerHelper, EventCollector, TestVhost, connect, wait_until
 from tests.fixtures.seeder import Seeder
 from tests.fixtures.service import RunningService, TestNames, write_ini
@@ -37,11 +35,7 @@ def epoch(text: str) -> float:
 def watch(
     url: str, password: str, infohash: str, seen: dict[str, float], stop: threading.Event
 ) -> None:
-    from qbit_consumer.config import QbittorrentConfig
-
-    client = QbitClient(
-        QbittorrentConfig(url=url, username=USERNAME, password=password), LoginGate()
-    )
+    client = service_client(url, password=password)
     while not stop.is_set():
         torrents = client.torrents([infohash])
         if torrents and is_complete(torrents[0]):

@@ -9,10 +9,8 @@ import time
 import pytest
 import requests
 
-from qbit_consumer.config import QbittorrentConfig
 from qbit_consumer.errors import TransientError
 from qbit_consumer.login_gate import LoginGate
-from qbit_consumer.qbit import QbitClient
 from tests.fixtures.faults import HttpFaultProxy
 from tests.fixtures.qbittorrent import USERNAME, service_client
 
@@ -54,7 +52,7 @@ def test_the_web_api_version_is_asked_once_per_login_not_before_every_add(qbit_f
 def test_a_ban_and_a_wrong_password_shut_the_login_gate_for_different_reasons(qbit_factory):
     qbit = qbit_factory(max_failed_logins=2)
     wrong = LoginGate()
-    client = QbitClient(QbittorrentConfig(url=qbit.url, username=USERNAME, password="wrong"), wrong)
+    client = service_client(qbit.url, wrong, password="wrong")
     with pytest.raises(TransientError, match="login failed"):
         client.ping()
     reason = wrong.shut_reason() or ""
@@ -65,9 +63,7 @@ def test_a_ban_and_a_wrong_password_shut_the_login_gate_for_different_reasons(qb
         f"{qbit.url}/api/v2/auth/login", data={"username": USERNAME, "password": "x"}, timeout=5
     )
     banned = LoginGate()
-    client = QbitClient(
-        QbittorrentConfig(url=qbit.url, username=USERNAME, password=qbit.password), banned
-    )
+    client = service_client(qbit.url, banned, password=qbit.password)
     with pytest.raises(TransientError, match="403 Forbidden"):
         client.ping()
     reason = banned.shut_reason() or ""
@@ -115,7 +111,7 @@ def test_the_session_holds_with_this_clock_two_hours_ahead_of_qbittorrents(
     real_time = time.time
     monkeypatch.setattr(time, "time", lambda: real_time() + 7200)
     gate = LoginGate()
-    client = QbitClient(QbittorrentConfig(url=qbit.url, password=qbit.password), gate)
+    client = service_client(qbit.url, gate, password=qbit.password)
     client.ping()
     for _ in range(3):
         assert client.torrents([secrets.token_hex(20)]) == []
