@@ -283,8 +283,7 @@ class QbitClient:
                 f"qBittorrent refused our login as {self._cfg.username!r}: check [qbittorrent] "
                 "username and password (by default it bans an IP after 5 failed logins)"
             )
-            refusals, wait = self._gate.refused(why)
-            log.error("%s (%d in a row); next attempt in %.0f s", why, refusals, wait)
+            self._spend_login(why)
             raise TransientError(f"qBittorrent login failed while {doing}") from exc
         except qbittorrentapi.Unauthorized401Error as exc:
             # From 5.2 a 401 is qBittorrent refusing the credentials the request carried (the
@@ -294,8 +293,7 @@ class QbitClient:
                 "the user and password in [qbittorrent] url (HTTP Basic auth) and counts each "
                 "refusal as a failed login; or a reverse proxy in front of it refuses us"
             )
-            refusals, wait = self._gate.refused(why)
-            log.error("%s (%d in a row); next attempt in %.0f s", why, refusals, wait)
+            self._spend_login(why)
             raise TransientError(f"{why} (while {doing})") from exc
         except qbittorrentapi.Forbidden403Error as exc:
             if self._cfg.api_key:
@@ -342,6 +340,12 @@ class QbitClient:
         else:
             if self._gate.succeeded():
                 log.info("qBittorrent accepts our requests again")
+
+    def _spend_login(self, why: str) -> None:
+        """qBittorrent refused our credentials, which costs one of its failed logins: pace
+        the next attempt, and say so each time (the waits are long)."""
+        refusals, wait = self._gate.refused(why)
+        log.error("%s (%d in a row); next attempt in %.0f s", why, refusals, wait)
 
     def _said(self, exc: qbittorrentapi.HTTPError) -> str:
         """What qBittorrent answered besides the status (its ban message), quoted, if any."""
