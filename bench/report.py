@@ -226,12 +226,17 @@ clears.
 """
 
 
+def write_page(results: dict[str, Any]) -> str:
+    """docs/benchmarks<suffix>.md for the run's qBittorrent; the plot's file name it shows."""
+    suffix = page_suffix(results.get("qbittorrent", DEFAULT_QBITTORRENT))
+    plot_name = f"bench-poll-cost{suffix}.png"
+    (ROOT / "docs" / f"benchmarks{suffix}.md").write_text(render(results, plot_name=plot_name))
+    return plot_name
+
+
 def main() -> None:
     """The page again from bench/results.json (the plot is drawn by the run)."""
-    results = json.loads((ROOT / "bench" / "results.json").read_text())
-    suffix = page_suffix(results.get("qbittorrent", DEFAULT_QBITTORRENT))
-    page = render(results, plot_name=f"bench-poll-cost{suffix}.png")
-    (ROOT / "docs" / f"benchmarks{suffix}.md").write_text(page)
+    write_page(json.loads((ROOT / "bench" / "results.json").read_text()))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from bench import backpressure, command_path, completion_latency, memory, poll_cost, report
-from bench.common import QBITTORRENT_VERSION, ROOT, page_suffix
+from bench.common import QBITTORRENT_VERSION, ROOT
 from tests.fixtures.rabbitmq import TestVhost
 
 
@@ -97,10 +97,8 @@ def main() -> None:
 
 
 def write_pages(results: dict[str, object]) -> None:
-    suffix = page_suffix(str(results["qbittorrent"]))
-    plot(results["poll_cost"], ROOT / "docs" / f"bench-poll-cost{suffix}.png")  # type: ignore[arg-type]
-    page = report.render(results, plot_name=f"bench-poll-cost{suffix}.png")
-    (ROOT / "docs" / f"benchmarks{suffix}.md").write_text(page)
+    plot_name = report.write_page(results)
+    plot(results["poll_cost"], ROOT / "docs" / plot_name)  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":
