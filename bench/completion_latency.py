@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bench.common import qbittorrent
 from qbit_consumer.config import load_config
-from qbit_consumer.lifecycle import is_complete
+from qbit_consumer.tracking.lifecycle import is_complete
 from tests.fixtures.qbittorrent import service_client
 from tests.fixtures.rabbitmq import BrokerHelper, EventCollector, TestVhost, connect, wait_until
 from tests.fixtures.seeder import Seeder

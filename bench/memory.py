@@ -14,10 +14,10 @@ from bench.common import (
     qbittorrent,
     wait_count,
 )
-from qbit_consumer.magnet import parse_magnet
-from qbit_consumer.publisher import PublishQueue
-from qbit_consumer.registry import Registry, Tracked
-from qbit_consumer.state import State
+from qbit_consumer.contract.magnet import parse_magnet
+from qbit_consumer.tracking.publisher import PublishQueue
+from qbit_consumer.tracking.registry import Registry, Tracked
+from qbit_consumer.tracking.state import State
 from tests.fixtures.rabbitmq import wait_until
 
 

@@ -29,13 +29,13 @@ import torf
 
 from bench.common import qbittorrent
 from qbit_consumer.config import Config, PollingConfig, QbittorrentConfig
-from qbit_consumer.login_gate import LoginGate
-from qbit_consumer.magnet import parse_magnet
-from qbit_consumer.poller import COMPLETED_SWEEP_CYCLES, PollerThread
-from qbit_consumer.publisher import PublishQueue
-from qbit_consumer.qbit import QbitClient
-from qbit_consumer.registry import Registry, Tracked
-from qbit_consumer.state import State
+from qbit_consumer.contract.magnet import parse_magnet
+from qbit_consumer.qbit.client import QbitClient
+from qbit_consumer.qbit.login import LoginGate
+from qbit_consumer.tracking.poller import COMPLETED_SWEEP_CYCLES, PollerThread
+from qbit_consumer.tracking.publisher import PublishQueue
+from qbit_consumer.tracking.registry import Registry, Tracked
+from qbit_consumer.tracking.state import State
 from tests.fixtures.qbittorrent import USERNAME, QbitProcess
 
 TICK = os.sysconf("SC_CLK_TCK")

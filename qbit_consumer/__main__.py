@@ -2,6 +2,6 @@
 
 import sys
 
-from qbit_consumer.cli import main
+from qbit_consumer.cli.main import main
 
 sys.exit(main())

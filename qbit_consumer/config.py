@@ -20,8 +20,8 @@ from urllib.parse import urlsplit
 import attrs
 import cattrs
 
+from qbit_consumer.contract.structure import FieldError, short_repr, structure, validator
 from qbit_consumer.errors import ConfigError
-from qbit_consumer.structure import FieldError, short_repr, structure, validator
 
 ENV_PREFIX: Final = "QBIT_CONSUMER_"
 

@@ -10,7 +10,7 @@ enter our code, so that the rest of the service decides what to do from the exce
 * ``TopologyConflict``: a queue or exchange exists with other arguments; stop, delete nothing.
 * ``ShuttingDown``: the service is stopping; the work in hand is abandoned, its message unacked.
 
-The one place that maps these onto ack / retry / dead-letter is ``qbit_consumer.commands``.
+The one place that maps these onto ack / retry / dead-letter is ``qbit_consumer.commands.handling``.
 """
 
 from __future__ import annotations

@@ -33,17 +33,17 @@ from typing import Final
 
 import attrs
 
-from qbit_consumer.adding import AddResult
+from qbit_consumer.commands.add import AddResult
+from qbit_consumer.commands.consumer import ConsumerThread
 from qbit_consumer.config import Config
-from qbit_consumer.consumer import ConsumerThread
+from qbit_consumer.contract.messages import AddCommand
 from qbit_consumer.health import WRITE_EVERY_SECONDS, HealthFile
-from qbit_consumer.lock import StateLock
-from qbit_consumer.login_gate import LoginGate
-from qbit_consumer.messages import AddCommand
-from qbit_consumer.poller import PollerThread
-from qbit_consumer.publisher import PublisherThread, PublishQueue
-from qbit_consumer.registry import Registry, Tracked
-from qbit_consumer.state import State, StateError
+from qbit_consumer.qbit.login import LoginGate
+from qbit_consumer.tracking.lock import StateLock
+from qbit_consumer.tracking.poller import PollerThread
+from qbit_consumer.tracking.publisher import PublisherThread, PublishQueue
+from qbit_consumer.tracking.registry import Registry, Tracked
+from qbit_consumer.tracking.state import State, StateError
 
 log = logging.getLogger(__name__)
 

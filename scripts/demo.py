@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from qbit_consumer import ops  # noqa: E402
+from qbit_consumer.cli import ops  # noqa: E402
 from qbit_consumer.config import load_config  # noqa: E402
 from tests.fixtures.qbittorrent import QbitProcess  # noqa: E402
 from tests.fixtures.rabbitmq import BrokerHelper  # noqa: E402

@@ -8,8 +8,8 @@ import uuid
 
 import pytest
 
-from qbit_consumer.messages import MANAGED_TAG
-from qbit_consumer.qbit import QbitClient
+from qbit_consumer.contract.messages import MANAGED_TAG
+from qbit_consumer.qbit.client import QbitClient
 from tests.fixtures.faults import HttpFaultProxy
 from tests.fixtures.rabbitmq import wait_until
 from tests.fixtures.service import magnet_for, random_hash

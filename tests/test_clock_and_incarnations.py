@@ -13,8 +13,8 @@ from datetime import datetime
 
 import pytest
 
-from qbit_consumer.lifecycle import VANISHED_WAIT_CYCLES
-from qbit_consumer.poller import REMOVAL_CONFIRM_SECONDS, PollerThread
+from qbit_consumer.tracking.lifecycle import VANISHED_WAIT_CYCLES
+from qbit_consumer.tracking.poller import REMOVAL_CONFIRM_SECONDS, PollerThread
 from tests.fixtures.rabbitmq import wait_until
 from tests.fixtures.service import magnet_for, random_hash
 
@@ -189,7 +189,7 @@ def vanishing_log(caplog, level: int) -> list[str]:
     return [
         r.getMessage()
         for r in caplog.records
-        if r.name == "qbit_consumer.poller"
+        if r.name == "qbit_consumer.tracking.poller"
         and r.levelno == level
         and "tracked downloads" in r.getMessage()
     ]

@@ -164,15 +164,15 @@ def test_the_topology_comes_back_when_pieces_are_deleted_while_running(
 ):
     """An admin deletes each piece in turn; events keep reaching the platform and commands
     keep working."""
-    import qbit_consumer.poller
-    import qbit_consumer.reconnect
+    import qbit_consumer.broker.reconnect
+    import qbit_consumer.tracking.poller
 
-    monkeypatch.setattr(qbit_consumer.reconnect, "REDECLARE_SECONDS", 1.0)
+    monkeypatch.setattr(qbit_consumer.broker.reconnect, "REDECLARE_SECONDS", 1.0)
     # Rounds come quicker than the one re-declaration per second that unroutable events may
     # cause; each deletion must be noticed by its first unroutable event.
-    monkeypatch.setattr(qbit_consumer.reconnect, "REROUTE_AFTER_SECONDS", 0.1)
+    monkeypatch.setattr(qbit_consumer.broker.reconnect, "REROUTE_AFTER_SECONDS", 0.1)
     # Removals are only the means here: confirmed sooner, they make the seven rounds quicker.
-    monkeypatch.setattr(qbit_consumer.poller, "REMOVAL_CONFIRM_SECONDS", 0.5)
+    monkeypatch.setattr(qbit_consumer.tracking.poller, "REMOVAL_CONFIRM_SECONDS", 0.5)
     start_service(
         make_config(
             qbittorrent,

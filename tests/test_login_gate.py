@@ -13,10 +13,10 @@ import time
 import pytest
 import requests
 
-import qbit_consumer.login_gate as gate_module
+import qbit_consumer.qbit.login as gate_module
 from qbit_consumer.errors import TransientError
 from qbit_consumer.health import check_health
-from qbit_consumer.login_gate import LoginGate
+from qbit_consumer.qbit.login import LoginGate
 from tests.fixtures.faults import HttpFaultProxy
 from tests.fixtures.qbittorrent import USERNAME
 from tests.fixtures.rabbitmq import wait_until

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from qbit_consumer.ops import format_event
+from qbit_consumer.cli.ops import format_event
 from tests.fixtures.rabbitmq import wait_until
 from tests.fixtures.service import magnet_for, random_hash, run_cli
 

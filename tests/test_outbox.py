@@ -8,10 +8,10 @@ import time
 
 import pytest
 
-from qbit_consumer.events import Completed
-from qbit_consumer.publisher import PublishQueue
-from qbit_consumer.registry import Registry
-from qbit_consumer.state import State
+from qbit_consumer.contract.events import Completed
+from qbit_consumer.tracking.publisher import PublishQueue
+from qbit_consumer.tracking.registry import Registry
+from qbit_consumer.tracking.state import State
 from tests.fixtures.rabbitmq import wait_until
 from tests.fixtures.service import random_hash, run_cli, write_ini
 

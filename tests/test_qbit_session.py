@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from qbit_consumer.errors import TransientError
-from qbit_consumer.login_gate import LoginGate
+from qbit_consumer.qbit.login import LoginGate
 from tests.fixtures.faults import HttpFaultProxy
 from tests.fixtures.qbittorrent import USERNAME, service_client
 

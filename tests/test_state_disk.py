@@ -21,11 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from qbit_consumer.events import Completed
-from qbit_consumer.magnet import parse_magnet
-from qbit_consumer.publisher import PublishQueue
-from qbit_consumer.registry import Registry, Tracked
-from qbit_consumer.state import State, StateUnavailable
+from qbit_consumer.contract.events import Completed
+from qbit_consumer.contract.magnet import parse_magnet
+from qbit_consumer.tracking.publisher import PublishQueue
+from qbit_consumer.tracking.registry import Registry, Tracked
+from qbit_consumer.tracking.state import State, StateUnavailable
 from tests.fixtures.rabbitmq import wait_until
 from tests.fixtures.service import magnet_for, random_hash, run_cli
 

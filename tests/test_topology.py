@@ -8,7 +8,7 @@ import json
 import pika.exceptions
 import pytest
 
-from qbit_consumer.topology import build_topology
+from qbit_consumer.broker.topology import build_topology
 from tests.fixtures.rabbitmq import EventCollector
 from tests.fixtures.service import magnet_for, random_hash
 

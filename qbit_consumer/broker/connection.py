@@ -16,14 +16,14 @@ import pika.frame
 import pika.spec
 from pika.adapters.blocking_connection import BlockingChannel
 
+from qbit_consumer.broker.confirms import InFlight, Sent
 from qbit_consumer.broker.copies import copy_properties
 from qbit_consumer.broker.declaring import declaration_steps
 from qbit_consumer.broker.messages import Delivery, Outgoing, delivery_from
 from qbit_consumer.broker.params import AMQP_ERRORS, conflict_sentence, describe, parameters
-from qbit_consumer.confirms import InFlight, Sent
+from qbit_consumer.broker.topology import Topology
 from qbit_consumer.errors import BrokerUnavailable, ShuttingDown, TopologyConflict
 from qbit_consumer.redact import redact_url
-from qbit_consumer.topology import Topology
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

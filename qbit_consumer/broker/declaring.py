@@ -8,7 +8,7 @@ from typing import Any
 
 from pika.adapters.blocking_connection import BlockingChannel
 
-from qbit_consumer.topology import Topology
+from qbit_consumer.broker.topology import Topology
 
 
 def declaration_steps(

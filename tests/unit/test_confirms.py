@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from qbit_consumer.confirms import InFlight
+from qbit_consumer.broker.confirms import InFlight
 
 
 def test_tags_are_numbered_from_one_in_publish_order():

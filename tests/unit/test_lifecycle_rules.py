@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from qbit_consumer.lifecycle import (
+from qbit_consumer.model import Torrent
+from qbit_consumer.tracking.lifecycle import (
     VANISHED_WAIT_CYCLES,
     Vanish,
     Vanishing,
@@ -13,8 +14,7 @@ from qbit_consumer.lifecycle import (
     observe,
     replaced,
 )
-from qbit_consumer.state import Download
-from qbit_consumer.torrents import Torrent
+from qbit_consumer.tracking.state import Download
 
 H = "c12fe1c06bba254a9dc9f519b335aa7c1367a88a"
 NOW = 1_800_000_000.0

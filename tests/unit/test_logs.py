@@ -46,7 +46,7 @@ def test_escape_controls_writes_every_control_character_as_an_escape():
 def test_a_text_record_stays_one_line_whatever_its_message_and_fields_hold(logged):
     setup, output = logged
     setup("text")
-    logging.getLogger("qbit_consumer.commands").info(
+    logging.getLogger("qbit_consumer.commands.handling").info(
         "added %s", HOSTILE, extra={"request_id": HOSTILE, "category": "tv"}
     )
     line = output()
@@ -64,7 +64,7 @@ def test_a_traceback_keeps_its_line_breaks_indented_and_loses_control_characters
     try:
         raise ValueError(f"bad name {forged}")
     except ValueError:
-        logging.getLogger("qbit_consumer.poller").exception("crashed on %s", forged)
+        logging.getLogger("qbit_consumer.tracking.poller").exception("crashed on %s", forged)
     first, *rest = output().splitlines()
     assert first.endswith("crashed on " + escape_controls(forged))
     assert rest[0] == "  Traceback (most recent call last):"
@@ -78,7 +78,7 @@ def test_a_traceback_keeps_its_line_breaks_indented_and_loses_control_characters
 def test_a_json_record_is_one_line_with_its_control_characters_escaped(logged):
     setup, output = logged
     setup("json")
-    logging.getLogger("qbit_consumer.commands").info("added %s", HOSTILE)
+    logging.getLogger("qbit_consumer.commands.handling").info("added %s", HOSTILE)
     line = output()
     assert line.count("\n") == 1
     assert json.loads(line)["message"] == f"added {HOSTILE}"
@@ -101,7 +101,7 @@ def test_no_configured_secret_reaches_a_line_in_any_form_from_any_logger(logged,
     try:
         raise RuntimeError(f"login with {SECRET!r} failed")
     except RuntimeError:
-        logging.getLogger("qbit_consumer.cli").exception("failed")
+        logging.getLogger("qbit_consumer.cli.main").exception("failed")
     text = output()
     assert text.count("***") == 5
     for fragment in ("wörd", "w%C3%B6rd", "w\\u00f6rd", "ss\\\\w"):  # raw, URL, JSON, repr

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
+from qbit_consumer.contract.magnet import parse_magnet
 from qbit_consumer.errors import InvalidCommand
-from qbit_consumer.magnet import parse_magnet
 
 V1 = "c12fe1c06bba254a9dc9f519b335aa7c1367a88a"
 V2 = "32bcc50c8f5385308227700e85b55929100c875f76ea37a65c595ad930391ac4"

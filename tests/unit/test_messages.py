@@ -4,8 +4,8 @@ import json
 
 import pytest
 
+from qbit_consumer.contract.messages import CommandContext, parse_command
 from qbit_consumer.errors import InvalidCommand
-from qbit_consumer.messages import CommandContext, parse_command
 
 V1 = "c12fe1c06bba254a9dc9f519b335aa7c1367a88a"
 MAGNET = f"magnet:?xt=urn:btih:{V1}&dn=x"

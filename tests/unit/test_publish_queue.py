@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from qbit_consumer.publisher import Item, PublishQueue
+from qbit_consumer.tracking.publisher import Item, PublishQueue
 
 
 def progress(h: str, n: int) -> Item:

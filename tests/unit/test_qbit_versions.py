@@ -11,13 +11,13 @@ import re
 import pytest
 import responses
 
-from qbit_consumer.adding import AddResult, add_downloads
+from qbit_consumer.commands.add import AddResult, add_downloads
 from qbit_consumer.config import QbittorrentConfig
+from qbit_consumer.contract.messages import CommandContext, parse_command
 from qbit_consumer.errors import InvalidCommand, TransientError
-from qbit_consumer.login_gate import LoginGate
-from qbit_consumer.messages import CommandContext, parse_command
-from qbit_consumer.qbit import QbitClient
-from qbit_consumer.torrents import Torrent
+from qbit_consumer.model import Torrent
+from qbit_consumer.qbit.client import QbitClient
+from qbit_consumer.qbit.login import LoginGate
 
 URL = "http://qbt.test:8080"
 V1 = "c12fe1c06bba254a9dc9f519b335aa7c1367a88a"
@@ -195,7 +195,7 @@ def test_refused_logins_spend_qbittorrents_ban_budget_slowly(api):
     gate = LoginGate()
     clock = {"now": 1000.0}
 
-    import qbit_consumer.login_gate as gate_module
+    import qbit_consumer.qbit.login as gate_module
 
     original = gate_module.time.monotonic
     gate_module.time.monotonic = lambda: clock["now"]

@@ -8,11 +8,11 @@ import time
 
 import attrs
 
-from qbit_consumer.events import Completed, Progress, Removed
-from qbit_consumer.magnet import parse_magnet
-from qbit_consumer.publisher import Item, PublishQueue
-from qbit_consumer.registry import Registry, Tracked
-from qbit_consumer.state import State
+from qbit_consumer.contract.events import Completed, Progress, Removed
+from qbit_consumer.contract.magnet import parse_magnet
+from qbit_consumer.tracking.publisher import Item, PublishQueue
+from qbit_consumer.tracking.registry import Registry, Tracked
+from qbit_consumer.tracking.state import State
 
 H = "c12fe1c06bba254a9dc9f519b335aa7c1367a88a"
 FIRST, LATER = 1_700_000_000, 1_700_000_042

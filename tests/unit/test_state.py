@@ -7,12 +7,12 @@ import sqlite3
 import attrs
 import pytest
 
-from qbit_consumer.events import Completed
-from qbit_consumer.lock import StateLock
-from qbit_consumer.magnet import parse_magnet
-from qbit_consumer.publisher import PublishQueue
-from qbit_consumer.registry import Registry, Tracked
-from qbit_consumer.state import State, StateError
+from qbit_consumer.contract.events import Completed
+from qbit_consumer.contract.magnet import parse_magnet
+from qbit_consumer.tracking.lock import StateLock
+from qbit_consumer.tracking.publisher import PublishQueue
+from qbit_consumer.tracking.registry import Registry, Tracked
+from qbit_consumer.tracking.state import State, StateError
 
 H = "c12fe1c06bba254a9dc9f519b335aa7c1367a88a"
 

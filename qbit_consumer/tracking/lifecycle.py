@@ -18,7 +18,7 @@ from typing import Final
 
 import attrs
 
-from qbit_consumer.events import (
+from qbit_consumer.contract.events import (
     Completed,
     Errored,
     Event,
@@ -28,8 +28,8 @@ from qbit_consumer.events import (
     Stalled,
     rfc3339,
 )
-from qbit_consumer.state import Download
-from qbit_consumer.torrents import Torrent
+from qbit_consumer.model import Torrent
+from qbit_consumer.tracking.state import Download
 
 #: States in which qBittorrent's numbers describe a check or a move, not the download.
 CHECKING: Final = frozenset({"checkingDL", "checkingUP", "checkingResumeData", "moving"})

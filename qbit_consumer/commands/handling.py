@@ -35,10 +35,22 @@ from typing import Any, Final, Protocol, TypeVar
 
 import attrs
 
-from qbit_consumer.adding import AddResult, add_downloads
 from qbit_consumer.broker import Broker, Delivery, Outgoing
+from qbit_consumer.broker.confirms import Sent
+from qbit_consumer.broker.reconnect import Declarations, Refusals
+from qbit_consumer.commands.add import AddResult, add_downloads
+from qbit_consumer.commands.outcomes import (
+    Copy,
+    added_event,
+    attempts_so_far,
+    dead_letter_copy,
+    received_event,
+    retry_copy,
+)
+from qbit_consumer.commands.poison import PoisonGuard
 from qbit_consumer.config import Config
-from qbit_consumer.confirms import Sent
+from qbit_consumer.contract.events import Event
+from qbit_consumer.contract.messages import AddCommand, CommandContext, parse_command
 from qbit_consumer.errors import (
     INVALID_MESSAGE,
     RETRIES_EXHAUSTED,
@@ -47,20 +59,8 @@ from qbit_consumer.errors import (
     ShuttingDown,
     TransientError,
 )
-from qbit_consumer.events import Event
-from qbit_consumer.messages import AddCommand, CommandContext, parse_command
-from qbit_consumer.outcomes import (
-    Copy,
-    added_event,
-    attempts_so_far,
-    dead_letter_copy,
-    received_event,
-    retry_copy,
-)
-from qbit_consumer.poison import PoisonGuard
-from qbit_consumer.qbit import QbitClient
-from qbit_consumer.reconnect import Declarations, Refusals
-from qbit_consumer.state import StateUnavailable
+from qbit_consumer.qbit.client import QbitClient
+from qbit_consumer.tracking.state import StateUnavailable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

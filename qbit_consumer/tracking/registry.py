@@ -23,11 +23,11 @@ from collections.abc import Callable, Iterable
 
 import attrs
 
-from qbit_consumer import lifecycle
-from qbit_consumer.events import Event
-from qbit_consumer.magnet import Magnet
-from qbit_consumer.publisher import Item, PublishQueue
-from qbit_consumer.state import Download, State, StateUnavailable, StoredEvent, compact
+from qbit_consumer.contract.events import Event
+from qbit_consumer.contract.magnet import Magnet
+from qbit_consumer.tracking import lifecycle
+from qbit_consumer.tracking.publisher import Item, PublishQueue
+from qbit_consumer.tracking.state import Download, State, StateUnavailable, StoredEvent, compact
 
 log = logging.getLogger(__name__)
 

@@ -24,13 +24,13 @@ from collections.abc import Callable
 import attrs
 
 from qbit_consumer.broker import Broker, Outgoing
+from qbit_consumer.broker.confirms import Sent
+from qbit_consumer.broker.reconnect import Declarations, Refusals, stay_connected
+from qbit_consumer.broker.topology import build_event_topology
 from qbit_consumer.config import Config
-from qbit_consumer.confirms import Sent
+from qbit_consumer.contract.events import Event
 from qbit_consumer.errors import BrokerUnavailable, TopologyConflict
-from qbit_consumer.events import Event
-from qbit_consumer.reconnect import Declarations, Refusals, stay_connected
-from qbit_consumer.state import StoredEvent
-from qbit_consumer.topology import build_event_topology
+from qbit_consumer.tracking.state import StoredEvent
 
 log = logging.getLogger(__name__)
 

@@ -8,10 +8,10 @@ from typing import Any, Final
 
 import attrs
 
-from qbit_consumer.adding import AddResult
+from qbit_consumer.commands.add import AddResult
 from qbit_consumer.config import RabbitmqConfig
-from qbit_consumer.events import Added, Failed, Received, rfc3339
-from qbit_consumer.messages import AddCommand, CommandContext
+from qbit_consumer.contract.events import Added, Failed, Received, rfc3339
+from qbit_consumer.contract.messages import AddCommand, CommandContext
 
 ATTEMPTS_HEADER: Final = "x-attempts"
 

@@ -37,9 +37,12 @@ from typing import Final
 import attrs
 
 from qbit_consumer.config import Config
+from qbit_consumer.contract.events import Event, PollingFailed, PollingRecovered, rfc3339
 from qbit_consumer.errors import TransientError
-from qbit_consumer.events import Event, PollingFailed, PollingRecovered, rfc3339
-from qbit_consumer.lifecycle import (
+from qbit_consumer.model import Torrent, index_torrents
+from qbit_consumer.qbit.client import QbitClient, Reachability
+from qbit_consumer.qbit.login import LoginGate
+from qbit_consumer.tracking.lifecycle import (
     VANISHED_WAIT_CYCLES,
     Vanish,
     Vanishing,
@@ -47,12 +50,9 @@ from qbit_consumer.lifecycle import (
     removed,
     replaced,
 )
-from qbit_consumer.login_gate import LoginGate
-from qbit_consumer.publisher import Item
-from qbit_consumer.qbit import QbitClient, Reachability
-from qbit_consumer.registry import Registry
-from qbit_consumer.state import Download
-from qbit_consumer.torrents import Torrent, index_torrents
+from qbit_consumer.tracking.publisher import Item
+from qbit_consumer.tracking.registry import Registry
+from qbit_consumer.tracking.state import Download
 
 log = logging.getLogger(__name__)
 

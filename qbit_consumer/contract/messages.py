@@ -14,6 +14,8 @@ from typing import Any, Final
 import attrs
 import cattrs
 
+from qbit_consumer.contract.magnet import Magnet, parse_magnet
+from qbit_consumer.contract.structure import FieldError, short_repr, structure
 from qbit_consumer.errors import (
     INVALID_CATEGORY,
     INVALID_JSON,
@@ -21,8 +23,6 @@ from qbit_consumer.errors import (
     TOO_LARGE,
     InvalidCommand,
 )
-from qbit_consumer.magnet import Magnet, parse_magnet
-from qbit_consumer.structure import FieldError, short_repr, structure
 
 MAX_BODY_BYTES: Final = 64 * 1024
 MAX_REQUEST_ID_CHARS: Final = 128

@@ -35,9 +35,9 @@ from requests.cookies import RequestsCookieJar
 
 from qbit_consumer.config import QbittorrentConfig
 from qbit_consumer.errors import QBITTORRENT_REJECTED, InvalidCommand, TransientError
-from qbit_consumer.login_gate import LoginGate
+from qbit_consumer.model import Torrent
+from qbit_consumer.qbit.login import LoginGate
 from qbit_consumer.redact import Scrubber, redact_url, url_passwords
-from qbit_consumer.torrents import Torrent
 
 log = logging.getLogger(__name__)
 

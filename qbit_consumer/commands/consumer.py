@@ -24,18 +24,18 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from typing import Final, TypeVar
 
-from qbit_consumer.adding import AddResult
 from qbit_consumer.broker import Broker, Delivery
-from qbit_consumer.commands import CommandHandler
+from qbit_consumer.broker.reconnect import Declarations, stay_connected
+from qbit_consumer.broker.topology import build_topology
+from qbit_consumer.commands.add import AddResult
+from qbit_consumer.commands.handling import CommandHandler
+from qbit_consumer.commands.poison import PoisonGuard, marker_path
 from qbit_consumer.config import Config
+from qbit_consumer.contract.messages import AddCommand
 from qbit_consumer.errors import ShuttingDown, TopologyConflict
-from qbit_consumer.login_gate import LoginGate
-from qbit_consumer.messages import AddCommand
-from qbit_consumer.poison import PoisonGuard, marker_path
-from qbit_consumer.qbit import QbitClient, Reachability
-from qbit_consumer.reconnect import Declarations, stay_connected
+from qbit_consumer.qbit.client import QbitClient, Reachability
+from qbit_consumer.qbit.login import LoginGate
 from qbit_consumer.redact import redact_url
-from qbit_consumer.topology import build_topology
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -20,15 +20,15 @@ from typing import Final
 
 import attrs
 
+from qbit_consumer.contract.messages import MANAGED_TAG, AddCommand
 from qbit_consumer.errors import (
     QBITTORRENT_REJECTED,
     InvalidCommand,
     QbitConsumerError,
     TransientError,
 )
-from qbit_consumer.messages import MANAGED_TAG, AddCommand
-from qbit_consumer.qbit import QbitClient
-from qbit_consumer.torrents import Torrent, index_torrents
+from qbit_consumer.model import Torrent, index_torrents
+from qbit_consumer.qbit.client import QbitClient
 
 #: qBittorrent adds torrents asynchronously; how long a new one may take to be listed.
 LIST_TIMEOUT_SECONDS: Final = 15.0

@@ -14,9 +14,9 @@ from typing import Any
 from qbit_consumer.broker import Broker
 from qbit_consumer.config import Config, load_config
 from qbit_consumer.errors import ConfigError, InvalidCommand, QbitConsumerError
-from qbit_consumer.login_gate import LoginGate
 from qbit_consumer.logs import setup_logging
-from qbit_consumer.qbit import QbitClient
+from qbit_consumer.qbit.client import QbitClient
+from qbit_consumer.qbit.login import LoginGate
 from qbit_consumer.redact import config_secrets, redact_url
 
 EXIT_OK = 0
@@ -104,7 +104,7 @@ def _run(cfg: Config) -> int:
     for warning in cfg.warnings:
         logging.getLogger("qbit_consumer").warning(warning)
     from qbit_consumer.service import run_service
-    from qbit_consumer.state import StateError
+    from qbit_consumer.tracking.state import StateError
 
     try:
         return run_service(cfg)
@@ -114,7 +114,7 @@ def _run(cfg: Config) -> int:
 
 
 def _operate(cfg: Config, args: argparse.Namespace) -> int:
-    from qbit_consumer import ops
+    from qbit_consumer.cli import ops
 
     if args.command == "send":
         message_id = ops.send(cfg, args.magnet, args.category, args.request_id, args.tag)

@@ -15,10 +15,10 @@ from datetime import datetime
 from typing import Any, TextIO
 
 from qbit_consumer.broker import Broker, Delivery, Outgoing
+from qbit_consumer.broker.topology import COMMAND_ROUTING_KEY
 from qbit_consumer.config import Config
+from qbit_consumer.contract.messages import CommandContext, parse_command
 from qbit_consumer.errors import InvalidCommand
-from qbit_consumer.messages import CommandContext, parse_command
-from qbit_consumer.topology import COMMAND_ROUTING_KEY
 
 #: Headers the service added to a dead-lettered or retried command; a replay removes them so
 #: the command starts afresh (all its attempts again).

@@ -18,8 +18,8 @@ import time
 from collections.abc import Callable
 
 from qbit_consumer.broker import Broker
+from qbit_consumer.broker.topology import REDECLARE_SECONDS, REROUTE_AFTER_SECONDS, Topology
 from qbit_consumer.errors import BrokerUnavailable
-from qbit_consumer.topology import REDECLARE_SECONDS, REROUTE_AFTER_SECONDS, Topology
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from qbit_consumer.state import StateError
+from qbit_consumer.tracking.state import StateError
 
 
 class StateLock:
