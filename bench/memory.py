@@ -14,9 +14,9 @@ from bench.common import (
     qbittorrent,
     wait_count,
 )
-from qbit_consumer.contract.magnet import parse_magnet
-from qbit_consumer.tracking.publisher import PublishQueue
-from qbit_consumer.tracking.registry import Registry, Tracked
+from qbit_consumer.model import Download
+from qbit_consumer.tracking.outbox import PublishQueue
+from qbit_consumer.tracking.registry import Registry
 from qbit_consumer.tracking.state import State
 from tests.fixtures.rabbitmq import wait_until
 
@@ -38,10 +38,7 @@ def tracked_steady_state(
         registry = Registry(state, PublishQueue())
         registry.track(
             [
-                (
-                    parse_magnet(f"magnet:?xt=urn:btih:{h}"),
-                    Tracked(request_id=None, category="tv", name=h, qbit_id=h, infohash_v2=None),
-                )
+                Download.added(hash=h, request_id=None, category="tv", name=h, qbit_id=h)
                 for h in hashes
             ]
         )

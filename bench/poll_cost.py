@@ -29,12 +29,12 @@ import torf
 
 from bench.common import qbittorrent
 from qbit_consumer.config import Config, PollingConfig, QbittorrentConfig
-from qbit_consumer.contract.magnet import parse_magnet
+from qbit_consumer.model import Download
 from qbit_consumer.qbit.client import QbitClient
 from qbit_consumer.qbit.login import LoginGate
+from qbit_consumer.tracking.outbox import PublishQueue
 from qbit_consumer.tracking.poller import COMPLETED_SWEEP_CYCLES, PollerThread
-from qbit_consumer.tracking.publisher import PublishQueue
-from qbit_consumer.tracking.registry import Registry, Tracked
+from qbit_consumer.tracking.registry import Registry
 from qbit_consumer.tracking.state import State
 from tests.fixtures.qbittorrent import USERNAME, QbitProcess
 
@@ -119,14 +119,7 @@ def measure(
         registry = Registry(State(root / f"state-{size}.sqlite3"), PublishQueue())
         for h in tracked_active + tracked_done:
             registry.track(
-                [
-                    (
-                        parse_magnet(f"magnet:?xt=urn:btih:{h}"),
-                        Tracked(
-                            request_id=None, category=None, name=None, qbit_id=h, infohash_v2=None
-                        ),
-                    )
-                ]
+                [Download.added(hash=h, request_id=None, category=None, name=None, qbit_id=h)]
             )
         poller = PollerThread(cfg, registry, LoginGate())
         ours = QbitClient(cfg.qbittorrent, LoginGate())

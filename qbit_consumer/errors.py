@@ -15,6 +15,7 @@ The one place that maps these onto ack / retry / dead-letter is ``qbit_consumer.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Final
 
 #: Dead-letter reasons, as they appear in the ``x-error-reason`` header (CONTRACT section 4).
@@ -22,6 +23,7 @@ INVALID_JSON: Final = "invalid_json"
 INVALID_MESSAGE: Final = "invalid_message"
 INVALID_MAGNET: Final = "invalid_magnet"
 INVALID_CATEGORY: Final = "invalid_category"
+UNKNOWN_COMMAND: Final = "unknown_command"
 TOO_LARGE: Final = "too_large"
 QBITTORRENT_REJECTED: Final = "qbittorrent_rejected"
 RETRIES_EXHAUSTED: Final = "retries_exhausted"
@@ -32,6 +34,7 @@ REASONS: Final = frozenset(
         INVALID_MESSAGE,
         INVALID_MAGNET,
         INVALID_CATEGORY,
+        UNKNOWN_COMMAND,
         TOO_LARGE,
         QBITTORRENT_REJECTED,
         RETRIES_EXHAUSTED,
@@ -81,3 +84,21 @@ class ShuttingDown(QbitConsumerError):
     """The service is stopping while a command waits for qBittorrent: the call is abandoned and
     the command stays unacked, so RabbitMQ hands it out again (SIGTERM must end the process
     within 10 s even when a qBittorrent call hangs)."""
+
+
+class StateError(QbitConsumerError):
+    """The state file is unusable; the message is the one line the user sees."""
+
+
+class StateUnavailable(QbitConsumerError):
+    """The state file cannot be written now: disk full, read-only, I/O error, file gone.
+
+    Not fatal, unlike ``StateError``: the cause is outside the service and may go away, and
+    the registry holds everything the file should hold. ``reason`` is the short why, for the
+    log and the healthcheck.
+    """
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason

@@ -1,11 +1,11 @@
 """Liveness for Docker's HEALTHCHECK, without an HTTP endpoint.
 
 The running service's main thread writes a small JSON file next to the state file every few
-seconds: when each thread last went round its loop, whether the broker connections are up,
-and whether the state file can be written. ``qbit-consumer healthcheck`` reads it and exits 1
-when the file is stale (the process is gone or its main loop is stuck), when a thread has not
-gone round its loop for too long (stuck in a call), when a broker connection has been down
-for too long, or when the state file cannot be written.
+seconds: when each thread last went round its loop (its ``rounds`` changed), whether the broker
+connections are up, and whether the state file can be written. ``qbit-consumer healthcheck``
+reads it and exits 1 when the file is stale (the process is gone or its main loop is stuck),
+when a thread has not gone round its loop for too long (stuck in a call), when a broker
+connection has been down for too long, or when the state file cannot be written.
 
 Every duration is measured on ``time.monotonic()``: on Linux that clock is system-wide, so
 the healthcheck (another process) can compare with it, and a jump of the wall clock (NTP, a
@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from qbit_consumer.config import Config
+from qbit_consumer.threads import CONSUMER, POLLER, PUBLISHER
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +63,9 @@ def loop_limits(cfg: Config) -> dict[str, float]:
     legitimate wait (a command's qBittorrent calls, a poll of a slow qBittorrent)."""
     slow_qbit = 4 * cfg.qbittorrent.timeout_seconds + 20
     return {
-        "consumer": 60 + slow_qbit,
-        "poller": 3 * cfg.polling.interval_seconds + 2 * slow_qbit,
-        "publisher": 90.0,
+        CONSUMER: 60 + slow_qbit,
+        POLLER: 3 * cfg.polling.interval_seconds + 2 * slow_qbit,
+        PUBLISHER: 90.0,
     }
 
 
@@ -147,7 +148,7 @@ def check_health(cfg: Config, now: float | None = None) -> list[str]:
         quiet = now - float(report.get("beats", {}).get(thread, 0))
         if quiet > limit:
             problems.append(f"the {thread} thread has been stuck for {quiet:.0f} s")
-    for connection in ("consumer", "publisher"):
+    for connection in (CONSUMER, PUBLISHER):
         since = report.get("disconnected_since", {}).get(connection)
         if since is not None and now - float(since) > DISCONNECTED_SECONDS:
             problems.append(

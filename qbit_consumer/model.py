@@ -1,12 +1,39 @@
-"""A torrent as qBittorrent's ``torrents/info`` describes it: the domain type the poller, the
-lifecycle rules and the add path share, kept out of the adapter that fetches it (``qbit``)."""
+"""The domain: a torrent as qBittorrent lists it, a download as this service tracks it, and the
+one rule for which ids a torrent is known by. Pure data, no I/O: the lifecycle rules, the add
+path and the adapters all speak these types, and none of them owns them."""
 
 from __future__ import annotations
 
+import sys
+import threading
+import time
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Final
 
 import attrs
+
+#: A v2 info-hash (64 hex) is also known by its first 40 hex: qBittorrent's torrent id for a
+#: v2 or hybrid torrent (libtorrent's ``info_hash_t::get_best()``), and our ``hash`` for a
+#: v2-only one.
+_V2_ID_CHARS: Final = 40
+
+
+def keys_of(*hashes: str | None) -> tuple[str, ...]:
+    """Every id a torrent with these hashes may be listed under, in the order given: each
+    hash, and a v2 one also cut to 40 hex. qBittorrent lists a hybrid torrent under its v2 id,
+    and re-keys one added from a v1-only magnet there once its metadata arrives."""
+    keys: dict[str, None] = {}
+    for value in hashes:
+        if value:
+            keys[value] = None
+            if len(value) > _V2_ID_CHARS:
+                keys[value[:_V2_ID_CHARS]] = None
+    return tuple(keys)
+
+
+def find(index: Mapping[str, Torrent], keys: Iterable[str]) -> Torrent | None:
+    """The torrent listed under the first of ``keys`` that ``index`` holds."""
+    return next((index[key] for key in keys if key in index), None)
 
 
 @attrs.frozen(kw_only=True)
@@ -55,22 +82,112 @@ class Torrent:
             added_on=int(item.get("added_on", 0)),
         )
 
-    def matches(self, keys: Iterable[str]) -> bool:
-        """True when any of ``keys`` is this torrent's id, v1 or (40 or 64 hex) v2 hash."""
-        mine = {self.id, self.infohash_v1, self.infohash_v2}
-        if self.infohash_v2:
-            mine.add(self.infohash_v2[:40])
-        return any(key in mine for key in keys)
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return keys_of(self.id, self.infohash_v1, self.infohash_v2)
 
 
 def index_torrents(torrents: Iterable[Torrent]) -> dict[str, Torrent]:
-    """Each torrent under every key it can be known by (id, v1, v2, v2 cut to 40 hex): a hybrid
-    torrent is listed under its v2 id, and re-keyed there when added from a v1-only magnet."""
+    """Each torrent under every key it can be known by (``keys_of``)."""
     index: dict[str, Torrent] = {}
     for torrent in torrents:
-        for key in (torrent.id, torrent.infohash_v1, torrent.infohash_v2):
-            if key:
-                index.setdefault(key, torrent)
-        if torrent.infohash_v2:
-            index.setdefault(torrent.infohash_v2[:40], torrent)
+        for key in torrent.keys:
+            index.setdefault(key, torrent)
     return index
+
+
+@attrs.define(slots=True)
+class Download:
+    """A tracked download as the registry and the state file know it."""
+
+    hash: str
+    qbit_id: str
+    infohash_v1: str | None
+    infohash_v2: str | None
+    request_id: str | None
+    category: str | None
+    name: str | None
+    stage: str  # "active" until completed, then "completed"; removed ones are deleted
+    last_state: str | None
+    last_progress: float | None
+    last_completed: int | None
+    #: ``time.monotonic()`` of the last progress: the stall timer.
+    progress_changed_at: float
+    stalled: bool = False
+    paused: bool = False
+    errored: bool = False
+    #: qBittorrent's ``added_on`` of the torrent tracked: tells this download apart from a
+    #: later one with the same hash (removed and added again). None until first seen.
+    added_on: int | None = None
+
+    @classmethod
+    def added(
+        cls,
+        *,
+        hash: str,
+        qbit_id: str,
+        infohash_v1: str | None = None,
+        infohash_v2: str | None = None,
+        request_id: str | None = None,
+        category: str | None = None,
+        name: str | None = None,
+        added_on: int | None = None,
+    ) -> Download:
+        """A download a command just added, not looked at by the poller yet."""
+        return compact(
+            cls(
+                hash=hash,
+                qbit_id=qbit_id,
+                infohash_v1=infohash_v1,
+                infohash_v2=infohash_v2,
+                request_id=request_id,
+                category=category,
+                name=name,
+                stage="active",
+                last_state=None,
+                last_progress=None,
+                last_completed=None,
+                progress_changed_at=time.monotonic(),
+                added_on=added_on or None,
+            )
+        )
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """Its ids, the one qBittorrent last listed it under first."""
+        return keys_of(self.qbit_id, self.hash, self.infohash_v1, self.infohash_v2)
+
+
+def compact(download: Download) -> Download:
+    """Share equal strings between downloads (memory: 10,000 tracked downloads on a NAS).
+
+    The qBittorrent id and the v1 hash are usually the hash itself, and states, stages and
+    categories are a few words repeated.
+    """
+    if download.qbit_id == download.hash:
+        download.qbit_id = download.hash
+    if download.infohash_v1 == download.hash:
+        download.infohash_v1 = download.hash
+    download.stage = sys.intern(download.stage)
+    if download.last_state is not None:
+        download.last_state = sys.intern(download.last_state)
+    if download.category is not None:
+        download.category = sys.intern(download.category)
+    return download
+
+
+class Reachability:
+    """Whether qBittorrent answers, as the poller last found; the consumer takes commands only
+    while it does. Safe from any thread."""
+
+    def __init__(self) -> None:
+        self.known = threading.Event()  # set after the first poll, good or bad
+        self._up = threading.Event()
+
+    def set(self, up: bool) -> None:
+        (self._up.set if up else self._up.clear)()
+        self.known.set()
+
+    @property
+    def up(self) -> bool:
+        return self._up.is_set()

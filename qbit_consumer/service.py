@@ -3,7 +3,9 @@
 Threads: the consumer (commands), the poller (qBittorrent's view of tracked downloads) and the
 publisher (lifecycle and progress events). They share the registry and the publish queue.
 
-Shutdown order, each step bounded so the whole stays inside the 10 s of the contract:
+Shutdown order: producers before the one that publishes what they produce, so that nothing a
+stopping thread records is left unpublished by a thread that stopped before it. Each step is
+bounded so the whole stays inside the 10 s of the contract:
 
 1. the consumer stops taking commands and finishes the one in hand (its ack, retry or
    dead-lettering happens on its still-open connection);
@@ -33,17 +35,18 @@ from typing import Final
 
 import attrs
 
-from qbit_consumer.commands.add import AddResult
 from qbit_consumer.commands.consumer import ConsumerThread
 from qbit_consumer.config import Config
-from qbit_consumer.contract.messages import AddCommand
+from qbit_consumer.errors import StateError
 from qbit_consumer.health import WRITE_EVERY_SECONDS, HealthFile
-from qbit_consumer.qbit.login import LoginGate
+from qbit_consumer.qbit import LoginGate
+from qbit_consumer.threads import CONSUMER, PUBLISHER
 from qbit_consumer.tracking.lock import StateLock
+from qbit_consumer.tracking.outbox import PublishQueue
 from qbit_consumer.tracking.poller import PollerThread
-from qbit_consumer.tracking.publisher import PublisherThread, PublishQueue
-from qbit_consumer.tracking.registry import Registry, Tracked
-from qbit_consumer.tracking.state import State, StateError
+from qbit_consumer.tracking.publisher import PublisherThread
+from qbit_consumer.tracking.registry import Registry
+from qbit_consumer.tracking.state import State
 
 log = logging.getLogger(__name__)
 
@@ -70,14 +73,18 @@ class Service:
         self._gate = gate  # its shut_reason() goes into the health report
         self.poller = PollerThread(cfg, self.registry, gate)
         self.consumer = ConsumerThread(
-            cfg, gate, on_added=self._track, qbit=self.poller.qbit, blocked=self._state_blocked
+            cfg,
+            gate,
+            record=self.registry.track,
+            qbit=self.poller.qbit,
+            blocked=self._state_blocked,
         )
         self.publisher = PublisherThread(cfg, self.queue, self.registry.event_published)
         self._threads = (self.consumer, self.poller, self.publisher)
         self._health = HealthFile(cfg)
-        self._disconnected_since: dict[str, float | None] = {"consumer": None, "publisher": None}
-        #: Per thread: the last ``last_beat`` seen, and when it was seen to change (monotonic).
-        self._beats = {t.name: (t.last_beat, time.monotonic()) for t in self._threads}
+        self._disconnected_since: dict[str, float | None] = {CONSUMER: None, PUBLISHER: None}
+        #: Per thread: the last ``rounds`` seen, and when it was seen to change (monotonic).
+        self._beats = {t.name: (t.rounds, time.monotonic()) for t in self._threads}
 
     def _state_blocked(self) -> str | None:
         """Why commands must wait while the state file cannot be written: a download added
@@ -86,24 +93,6 @@ class Service:
             return None
         problem = self.registry.problem
         return f"the state file cannot be written ({problem.reason if problem else 'unknown'})"
-
-    def _track(self, added: list[tuple[AddCommand, AddResult]]) -> None:
-        self.registry.track(
-            [
-                (
-                    command.magnet,
-                    Tracked(
-                        request_id=command.request_id,
-                        category=command.category,
-                        name=result.torrent.name,
-                        qbit_id=result.torrent.id,
-                        infohash_v2=result.torrent.infohash_v2,
-                        added_on=result.torrent.added_on or None,
-                    ),
-                )
-                for command, result in added
-            ]
-        )
 
     def start(self) -> None:
         pending = self.registry.restore_outbox()
@@ -136,7 +125,7 @@ class Service:
     def _report_health(self) -> None:
         """Every time in the report is on ``time.monotonic()`` (see ``health``)."""
         now = time.monotonic()
-        for name, thread in (("consumer", self.consumer), ("publisher", self.publisher)):
+        for name, thread in ((CONSUMER, self.consumer), (PUBLISHER, self.publisher)):
             if thread.connected.is_set():
                 self._disconnected_since[name] = None
             elif self._disconnected_since[name] is None:
@@ -160,14 +149,14 @@ class Service:
     def _beat_times(self, now: float) -> dict[str, float]:
         """When each thread last went round its loop, on the monotonic clock.
 
-        The threads stamp ``last_beat`` with a clock of their own; only a change of it counts
+        The threads count the rounds of their loops; only a change of the count matters
         here, timed by this thread. That costs at most one report interval of precision,
         against limits of a minute or more, and a wall-clock jump cannot fake a stuck thread.
         """
         for thread in self._threads:
             seen, _ = self._beats[thread.name]
-            if thread.last_beat != seen:
-                self._beats[thread.name] = (thread.last_beat, now)
+            if thread.rounds != seen:
+                self._beats[thread.name] = (thread.rounds, now)
         return {name: at for name, (_, at) in self._beats.items()}
 
     def stop(self) -> int:

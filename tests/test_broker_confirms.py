@@ -8,9 +8,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from qbit_consumer.broker import Broker, Outgoing
+from qbit_consumer.broker import Outgoing
+from qbit_consumer.broker.operator import OperatorBroker
 from qbit_consumer.errors import BrokerUnavailable
 from tests.fixtures.rabbitmq import BrokerHelper
+
+pytestmark = pytest.mark.live
 
 
 def outgoing() -> Outgoing:
@@ -18,8 +21,8 @@ def outgoing() -> Outgoing:
 
 
 @pytest.fixture
-def broker(amqp_url: str) -> Iterator[Broker]:
-    broker = Broker(amqp_url, role="confirms test")
+def broker(amqp_url: str) -> Iterator[OperatorBroker]:
+    broker = OperatorBroker(amqp_url, role="confirms test")
     broker.connect()
     yield broker
     broker.close()

@@ -184,3 +184,34 @@ def test_bad_bodies_are_dead_lettered_byte_for_byte_with_reason_and_failed_event
     )
     events.wait_for("downloads.added", hash=good)
     wait_until(lambda: broker.message_count(names.command_queue) == 0, 10, "the queue to drain")
+
+
+def test_a_routing_key_that_is_no_command_is_dead_lettered_unknown_command(
+    qbittorrent, make_config, start_service, broker, names, events
+):
+    start_service(make_config(qbittorrent))
+    # A binding someone added by hand lets another routing key reach the command queue.
+    broker.channel.queue_bind(names.command_queue, names.command_exchange, "downloads.explode")
+    body = json.dumps({"magnet": GOOD, "category": "tv", "request_id": "boom"}).encode()
+    broker.publish(names.command_exchange, "downloads.explode", body)
+
+    [(props, dead_body)] = broker.get_all(names.dead_letter_queue, timeout=30, count=1)
+    assert dead_body == body
+    assert props.headers["x-error-reason"] == "unknown_command"
+    assert "'downloads.explode'" in props.headers["x-error-detail"]
+    assert props.headers["x-command"] == "downloads.explode"
+    [failed] = events.wait_for("downloads.failed", request_id="boom")
+    assert failed["reason"] == "unknown_command"
+    assert events.of("downloads.received") == []
+    assert qbittorrent.client().torrents_info(torrent_hashes=H) == []
+
+
+def test_a_command_published_straight_to_its_queue_is_an_add(
+    qbittorrent, make_config, start_service, broker, names, events
+):
+    start_service(make_config(qbittorrent))
+    infohash = random_hash()
+    body = json.dumps({"magnet": magnet_for(infohash), "category": "tv"}).encode()
+    broker.publish("", names.command_queue, body)  # the default exchange: no command name
+    events.wait_for("downloads.added", hash=infohash)
+    assert broker.message_count(names.dead_letter_queue) == 0

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from qbit_consumer.contract.events import Completed
-from qbit_consumer.tracking.publisher import PublishQueue
+from qbit_consumer.tracking.outbox import PublishQueue
 from qbit_consumer.tracking.registry import Registry
 from qbit_consumer.tracking.state import State
 from tests.fixtures.rabbitmq import wait_until

@@ -22,14 +22,12 @@ from pathlib import Path
 import pytest
 
 from qbit_consumer.contract.events import Completed
-from qbit_consumer.contract.magnet import parse_magnet
-from qbit_consumer.tracking.publisher import PublishQueue
-from qbit_consumer.tracking.registry import Registry, Tracked
+from qbit_consumer.model import Download
+from qbit_consumer.tracking.outbox import PublishQueue
+from qbit_consumer.tracking.registry import Registry
 from qbit_consumer.tracking.state import State, StateUnavailable
 from tests.fixtures.rabbitmq import wait_until
 from tests.fixtures.service import magnet_for, random_hash, run_cli
-
-pytestmark = pytest.mark.live
 
 FAST = {"interval_seconds": 0.25}
 
@@ -159,6 +157,7 @@ def unhealthy_because_of(cfg, words: str) -> str:
     return result.stdout
 
 
+@pytest.mark.live
 def test_a_full_state_disk_pauses_the_state_file_not_the_service(
     tmpfs, qbittorrent, make_config, start_service, broker, names, events, caplog
 ):
@@ -190,6 +189,7 @@ def test_a_full_state_disk_pauses_the_state_file_not_the_service(
     assert saved(cfg.state.path) == {first: True, second: True}
 
 
+@pytest.mark.live
 def test_a_command_waits_in_its_queue_while_the_state_disk_is_full(
     tmpfs, qbittorrent, make_config, start_service, broker, names, events
 ):
@@ -216,6 +216,7 @@ def test_a_command_waits_in_its_queue_while_the_state_disk_is_full(
     assert waiting in saved(cfg.state.path)
 
 
+@pytest.mark.live
 def test_a_state_disk_turned_read_only_and_then_replaced(
     ext4, qbittorrent, make_config, start_service, broker, names, events, caplog
 ):
@@ -242,6 +243,7 @@ def test_a_state_disk_turned_read_only_and_then_replaced(
     assert saved(cfg.state.path) == {first: True, second: False}
 
 
+@pytest.mark.live
 def test_a_state_file_deleted_while_running_is_written_again_and_survives_a_restart(
     tmp_path, qbittorrent, make_config, start_service, broker, names, events, caplog
 ):
@@ -283,6 +285,10 @@ def completed(infohash: str) -> Completed:
     )
 
 
+def held(registry: Registry, infohash: str) -> Download | None:
+    return next((d for d in registry.snapshot() if d.hash == infohash), None)
+
+
 def test_the_registry_writes_what_it_held_once_the_disk_has_room_again(tmpfs):
     """Below the service: a commit that fails changes memory but loses nothing, ``track``
     refuses without changing anything, and the rewrite keeps each event's number."""
@@ -292,31 +298,24 @@ def test_the_registry_writes_what_it_held_once_the_disk_has_room_again(tmpfs):
     tracked, refused = random_hash(), random_hash()
 
     def add(infohash: str) -> int:
-        magnet = parse_magnet(magnet_for(infohash))
-        return registry.track(
-            [
-                (
-                    magnet,
-                    Tracked(
-                        request_id="r", category="tv", name="x", qbit_id=infohash, infohash_v2=None
-                    ),
-                )
-            ]
+        download = Download.added(
+            hash=infohash, request_id="r", category="tv", name="x", qbit_id=infohash
         )
+        return registry.track([download])
 
     assert add(tracked) == 1
     filler = fill(tmpfs)
-    download = registry.get(tracked)
+    download = held(registry, tracked)
     download.stage = "completed"
     registry.record(
         updated=[download], persist=[tracked], events=[completed(tracked), completed(tracked)]
     )
-    assert registry.problem is not None and registry.get(tracked).stage == "completed"
+    assert registry.problem is not None and held(registry, tracked).stage == "completed"
     waiting, published = queue.take(2)
     registry.event_published(published.seq)  # must not raise
     with pytest.raises(StateUnavailable):
         add(refused)
-    assert registry.get(refused) is None
+    assert held(registry, refused) is None
     registry.maintain()
     assert registry.problem is not None  # still full
 

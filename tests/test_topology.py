@@ -9,6 +9,7 @@ import pika.exceptions
 import pytest
 
 from qbit_consumer.broker.topology import build_topology
+from qbit_consumer.commands.table import COMMANDS
 from tests.fixtures.rabbitmq import EventCollector
 from tests.fixtures.service import magnet_for, random_hash
 
@@ -23,7 +24,7 @@ def test_topology_is_declared_twice_without_error_and_queues_are_quorum(
     start_service(cfg)  # the second start declares the same things again
     for queue in names.queues:
         broker.message_count(queue)  # passive declare: it exists
-    arguments = dict(build_topology(cfg.rabbitmq).queues[0].arguments)
+    arguments = dict(build_topology(cfg.rabbitmq, tuple(COMMANDS)).queues[0].arguments)
     broker.channel.queue_declare(names.command_queue, durable=True, arguments=arguments)
     with pytest.raises(pika.exceptions.ChannelClosedByBroker) as info:
         broker.channel.queue_declare(

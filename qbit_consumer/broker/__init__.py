@@ -15,13 +15,19 @@ trip instead of one per event. pika's BlockingChannel only offers publish-and-wa
 uses its underlying asynchronous channel (``BlockingChannel._impl``, the one private pika
 attribute we touch; the broker tests fail loudly if a pika release moves it).
 
-Modules: ``connection`` (the ``Broker``), ``messages`` (``Delivery``, ``Outgoing``), ``copies``
-(what a retry or dead-letter copy keeps), ``declaring`` (a topology as AMQP calls), ``params``
-(connection parameters, pika's errors as sentences).
+Modules: ``connection`` (the ``Broker``), ``messages`` (``Delivery``, ``Outgoing``),
+``publishing`` (an event on the wire, for both publishing threads), ``operator`` (the
+operator commands' verbs: reading a queue, listening, publish-and-wait), ``confirms`` (the
+bookkeeping of streamed confirms), ``copies`` (what a retry or dead-letter copy keeps),
+``topology`` (what we declare, as data), ``declaring`` (a topology as AMQP calls),
+``reconnect`` (the reconnect loop and the upkeep of a connected thread), ``params`` (connection
+parameters, pika's errors as sentences). Only ``connection``, ``copies``, ``declaring`` and
+``params`` import pika.
 """
 
+from qbit_consumer.broker.confirms import Sent
 from qbit_consumer.broker.connection import Broker
 from qbit_consumer.broker.copies import copy_properties
 from qbit_consumer.broker.messages import Delivery, Outgoing
 
-__all__ = ["Broker", "Delivery", "Outgoing", "copy_properties"]
+__all__ = ["Broker", "Delivery", "Outgoing", "Sent", "copy_properties"]

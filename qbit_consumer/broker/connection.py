@@ -165,18 +165,6 @@ class Broker:
                 continue
             yield delivery_from(method, properties, body)
 
-    def get(self, queue: str) -> Delivery | None:
-        """Take one message from ``queue`` without acking it (None when the queue is empty)."""
-        channel = self._require_channel()
-        try:
-            method, properties, body = channel.basic_get(queue, auto_ack=False)
-        except AMQP_ERRORS as exc:
-            self.close()
-            raise BrokerUnavailable(f"reading '{queue}' failed: {describe(exc)}") from exc
-        if method is None:
-            return None
-        return delivery_from(method, properties, body)
-
     def put_back(self, delivery: Delivery) -> None:
         """Return an unacked message to its queue (a reject with requeue)."""
         try:
@@ -184,23 +172,6 @@ class Broker:
         except AMQP_ERRORS as exc:
             self.close()
             raise BrokerUnavailable(f"returning a message failed: {describe(exc)}") from exc
-
-    def listen(self, exchange: str, binding_keys: list[str]) -> Iterator[Delivery | None]:
-        """Yield what arrives on ``exchange`` for ``binding_keys``, through a private queue that
-        the broker deletes when we go (auto-acked: watching is not consuming work)."""
-        channel = self._require_channel()
-        try:
-            channel.exchange_declare(exchange, exchange_type="topic", durable=True)
-            queue = channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
-            for key in binding_keys:
-                channel.queue_bind(queue, exchange, routing_key=key)
-            for method, properties, body in channel.consume(
-                queue, auto_ack=True, inactivity_timeout=CONSUME_TICK_SECONDS
-            ):
-                yield None if method is None else delivery_from(method, properties, body)
-        except AMQP_ERRORS as exc:
-            self.close()
-            raise BrokerUnavailable(f"listening on '{exchange}' failed: {describe(exc)}") from exc
 
     def waiting(self) -> int:
         """Deliveries already received that ``consume`` yields without waiting."""
@@ -218,17 +189,6 @@ class Broker:
 
     # -- publishing ------------------------------------------------------------------------
 
-    def publish(self, exchange: str, routing_key: str, body: bytes, props: Outgoing) -> bool:
-        """Publish with ``mandatory`` and wait for the confirm; True once confirmed and routed.
-
-        False means the broker confirmed the message but no queue was bound for it.
-        :raises BrokerUnavailable: no confirm (connection lost), or the broker refused it.
-        """
-        sent = self.send(exchange, routing_key, body, props)
-        self.settle()
-        _raise_if_refused(sent)
-        return sent.routed
-
     def send(self, exchange: str, routing_key: str, body: bytes, props: Outgoing) -> Sent:
         """Publish with ``mandatory`` without waiting; ``settle`` waits for the confirm."""
         properties = pika.BasicProperties(
@@ -243,19 +203,6 @@ class Broker:
             app_id="qbit-consumer",
         )
         return self._send(exchange, routing_key, body, properties)
-
-    def republish(
-        self,
-        delivery: Delivery,
-        routing_key: str,
-        extra_headers: Mapping[str, Any],
-        drop_headers: Callable[[str], bool] | None = None,
-    ) -> bool:
-        """``resend``, then wait for its confirm; True once confirmed and routed."""
-        sent = self.resend(delivery, routing_key, extra_headers, drop_headers)
-        self.settle()
-        _raise_if_refused(sent)
-        return sent.routed
 
     def resend(
         self,
@@ -328,25 +275,13 @@ class Broker:
             except concurrent.futures.TimeoutError:
                 if stopping():
                     raise ShuttingDown("stopping while waiting for qBittorrent") from None
-                self.sleep(0)
-
-    def sleep(self, seconds: float) -> None:
-        """Sleep while servicing the connection (pika's ``connection.sleep``)."""
-        connection = self._connection
-        if connection is None:
-            return
-        try:
-            if seconds <= 0:
-                connection.process_data_events(time_limit=0)
-            else:
-                connection.sleep(seconds)
-        except AMQP_ERRORS as exc:
-            self.close()
-            raise BrokerUnavailable(f"connection lost: {describe(exc)}") from exc
+                self.idle(0)
 
     def idle(self, seconds: float) -> None:
-        """Service the connection for up to ``seconds``, returning early as soon as a callback
-        from ``call_soon_threadsafe`` ran (pika's ``connection.sleep`` would not)."""
+        """Service the connection for up to ``seconds``, returning early as soon as something
+        happened on it (a frame arrived, a callback from ``call_soon_threadsafe`` ran), which
+        pika's ``connection.sleep`` would not. Callers that wait for a condition loop on it;
+        ``idle(0)`` reads what has arrived and returns at once."""
         connection = self._connection
         if connection is None:
             return
@@ -370,11 +305,6 @@ class Broker:
         if self._channel is None or not self._channel.is_open:
             raise BrokerUnavailable("not connected")
         return self._channel
-
-
-def _raise_if_refused(sent: Sent) -> None:
-    if sent.nacked:
-        raise BrokerUnavailable(f"the broker refused a message for '{sent.routing_key}' (nack)")
 
 
 def _nothing() -> None:

@@ -15,6 +15,9 @@ class Delivery:
     it is only handed back to ``republish`` so a copy keeps every property."""
 
     body: bytes
+    #: Where it was published: a command's name is its routing key (``commands.table``).
+    exchange: str
+    routing_key: str
     delivery_tag: int
     redelivered: bool
     properties: Any
@@ -38,6 +41,8 @@ class Outgoing:
 def delivery_from(method: Any, properties: Any, body: bytes) -> Delivery:
     return Delivery(
         body=body,
+        exchange=str(getattr(method, "exchange", "")),
+        routing_key=str(getattr(method, "routing_key", "")),
         delivery_tag=method.delivery_tag,
         redelivered=bool(getattr(method, "redelivered", False)),
         properties=properties,

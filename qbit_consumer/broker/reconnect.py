@@ -17,7 +17,7 @@ import random
 import time
 from collections.abc import Callable
 
-from qbit_consumer.broker import Broker
+from qbit_consumer.broker.connection import Broker
 from qbit_consumer.broker.topology import REDECLARE_SECONDS, REROUTE_AFTER_SECONDS, Topology
 from qbit_consumer.errors import BrokerUnavailable
 

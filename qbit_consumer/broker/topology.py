@@ -64,10 +64,9 @@ class Topology:
     exchange_bindings: tuple[ExchangeBinding, ...]
 
 
-COMMAND_ROUTING_KEY: Final = "downloads.add"
-
-
-def build_topology(cfg: RabbitmqConfig) -> Topology:
+def build_topology(cfg: RabbitmqConfig, command_keys: tuple[str, ...]) -> Topology:
+    """Everything: the command queues, bound with ``command_keys`` (every command's routing
+    key, from the dispatch table), and what events need."""
     quorum = cfg.queue_type == "quorum"
     type_args: dict[str, Any] = {"x-queue-type": "quorum"} if quorum else {}
     # At-least-once dead-lettering (quorum only) makes the broker keep a message until the
@@ -102,8 +101,8 @@ def build_topology(cfg: RabbitmqConfig) -> Topology:
     return Topology(
         exchanges=(ExchangeSpec(cfg.command_exchange), *events.exchanges),
         queues=(command, retry, dead_letter),
-        queue_bindings=(
-            QueueBinding(cfg.command_queue, cfg.command_exchange, COMMAND_ROUTING_KEY),
+        queue_bindings=tuple(
+            QueueBinding(cfg.command_queue, cfg.command_exchange, key) for key in command_keys
         ),
         exchange_bindings=events.exchange_bindings,
     )

@@ -14,10 +14,12 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any, TextIO
 
-from qbit_consumer.broker import Broker, Delivery, Outgoing
-from qbit_consumer.broker.topology import COMMAND_ROUTING_KEY
+from qbit_consumer.broker import Delivery, Outgoing
+from qbit_consumer.broker.operator import OperatorBroker
+from qbit_consumer.commands import add
+from qbit_consumer.commands.table import parse_command
 from qbit_consumer.config import Config
-from qbit_consumer.contract.messages import CommandContext, parse_command
+from qbit_consumer.contract.messages import CommandContext
 from qbit_consumer.errors import InvalidCommand
 
 #: Headers the service added to a dead-lettered or retried command; a replay removes them so
@@ -34,8 +36,8 @@ _SERVICE_HEADERS = (
 )
 
 
-def _connect(cfg: Config, role: str) -> Broker:
-    broker = Broker(cfg.rabbitmq.url, role=role)
+def _connect(cfg: Config, role: str) -> OperatorBroker:
+    broker = OperatorBroker(cfg.rabbitmq.url, role=role)
     broker.connect()
     return broker
 
@@ -56,17 +58,18 @@ def send(cfg: Config, magnet: str, category: str, request_id: str | None, tags: 
     data = json.dumps(body).encode()
     message_id = str(uuid.uuid4())
     parse_command(
+        add.ROUTING_KEY,
         data,
         correlation_id=None,
         message_id=message_id,
-        categories=cfg.categories,
+        cfg=cfg,
         context=CommandContext(),
     )
     broker = _connect(cfg, "send")
     try:
         routed = broker.publish(
             cfg.rabbitmq.command_exchange,
-            COMMAND_ROUTING_KEY,
+            add.ROUTING_KEY,
             data,
             Outgoing(
                 message_id=message_id,
@@ -81,7 +84,7 @@ def send(cfg: Config, magnet: str, category: str, request_id: str | None, tags: 
     if not routed:
         raise RuntimeError(
             f"no queue is bound to exchange {cfg.rabbitmq.command_exchange!r} for "
-            f"{COMMAND_ROUTING_KEY!r}: start the service once, it declares them"
+            f"{add.ROUTING_KEY!r}: start the service once, it declares them"
         )
     return message_id
 
@@ -181,7 +184,7 @@ def _clock(rfc3339: str | None) -> str:
 # -- the dead-letter queue -----------------------------------------------------------------
 
 
-def _each_dead_letter(broker: Broker, queue: str) -> Iterator[Delivery]:
+def _each_dead_letter(broker: OperatorBroker, queue: str) -> Iterator[Delivery]:
     """Every message of the DLQ, each once, unacked (returned to the queue by the caller)."""
     while (delivery := broker.get(queue)) is not None:
         yield delivery

@@ -1,4 +1,4 @@
-"""How commands become torrents in qBittorrent, one batch at a time.
+"""``downloads.add``: its body, its events, and how a batch of them becomes torrents.
 
 Commands that are already waiting are handled together: one ``torrents/info?hashes=`` call
 to find duplicates, one ``torrents/add`` per (category, save path, tags) group with all its
@@ -9,31 +9,154 @@ When qBittorrent does not list a magnet of a batch (it answers ``Ok.`` as soon a
 of a batch was accepted, so a refused one cannot be told apart), that magnet is added again on
 its own, which gives a precise answer.
 
-Runs on the consumer's qBittorrent thread (it blocks on HTTP; the broker thread waits).
+``carry_out`` runs on the consumer's qBittorrent thread (it blocks on HTTP; the broker thread
+waits).
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Sequence
-from typing import Final
+from typing import Any, Final
 
 import attrs
 
-from qbit_consumer.contract.messages import MANAGED_TAG, AddCommand
+from qbit_consumer.commands.outcomes import Done, Outcome
+from qbit_consumer.config import Config
+from qbit_consumer.contract.events import Added, Received
+from qbit_consumer.contract.magnet import Magnet, parse_magnet
+from qbit_consumer.contract.messages import MANAGED_TAG, CommandContext, structure_fields
+from qbit_consumer.contract.structure import short_repr
 from qbit_consumer.errors import (
+    INVALID_CATEGORY,
+    INVALID_MESSAGE,
     QBITTORRENT_REJECTED,
     InvalidCommand,
     QbitConsumerError,
     TransientError,
 )
-from qbit_consumer.model import Torrent, index_torrents
-from qbit_consumer.qbit.client import QbitClient
+from qbit_consumer.model import Download, Torrent, find, index_torrents
+from qbit_consumer.qbit import QbitClient
 
+ROUTING_KEY: Final = "downloads.add"
+MAX_TAGS: Final = 32
+MAX_TAG_CHARS: Final = 100
 #: qBittorrent adds torrents asynchronously; how long a new one may take to be listed.
 LIST_TIMEOUT_SECONDS: Final = 15.0
 #: How long to wait for a batch before adding the missing ones again, one by one.
 BATCH_LIST_SECONDS: Final = 2.0
+
+# qBittorrent joins tags with commas, so a comma would split one tag into two.
+_TAG_RE: Final = re.compile(r"^[^,\x00-\x1f\x7f]+$")
+
+
+@attrs.frozen(kw_only=True)
+class AddCommand:
+    magnet: Magnet
+    category: str
+    request_id: str | None
+    tags: tuple[str, ...]
+
+
+@attrs.frozen(kw_only=True)
+class _Body:
+    magnet: str
+    category: str
+    request_id: str | None = None
+    tags: list[str] = attrs.field(factory=list)
+
+
+def parse(data: dict[str, Any], context: CommandContext, cfg: Config) -> AddCommand:
+    """:raises InvalidCommand: with the reason code and a one-sentence detail."""
+    fields = structure_fields(data, _Body)
+    magnet = parse_magnet(fields.magnet)
+    context.hash, context.infohash_v2, context.name = (
+        magnet.hash,
+        magnet.infohash_v2,
+        magnet.display_name,
+    )
+    categories = cfg.categories
+    if fields.category not in categories:
+        raise InvalidCommand(
+            INVALID_CATEGORY,
+            f"category {short_repr(fields.category)} is not one of {', '.join(sorted(categories))}",
+        )
+    context.category = fields.category
+    return AddCommand(
+        magnet=magnet,
+        category=fields.category,
+        request_id=context.request_id,
+        tags=_check_tags(fields.tags),
+    )
+
+
+def received(command: AddCommand) -> Received:
+    magnet = command.magnet
+    return Received(
+        request_id=command.request_id,
+        hash=magnet.hash,
+        infohash_v2=magnet.infohash_v2,
+        name=magnet.display_name,
+        category=command.category,
+        magnet=magnet.uri,
+    )
+
+
+def carry_out(qbit: QbitClient, commands: Sequence[AddCommand], cfg: Config) -> list[Outcome]:
+    """Each command's outcome: its ``added`` event and the download to track, or its error."""
+    results = add_downloads(qbit, commands, cfg.categories.__getitem__)
+    return [
+        _done(command, result) if isinstance(result, AddResult) else result
+        for command, result in zip(commands, results, strict=True)
+    ]
+
+
+def _done(command: AddCommand, result: AddResult) -> Done:
+    magnet, torrent = command.magnet, result.torrent
+    added = Added(
+        request_id=command.request_id,
+        hash=magnet.hash,
+        infohash_v2=magnet.infohash_v2,
+        name=torrent.name,
+        category=command.category,
+        save_path=torrent.save_path,
+        duplicate=result.duplicate,
+    )
+    download = Download.added(
+        hash=magnet.hash,
+        qbit_id=torrent.id,
+        infohash_v1=magnet.infohash_v1,
+        infohash_v2=magnet.infohash_v2 or torrent.infohash_v2,
+        request_id=command.request_id,
+        category=command.category,
+        name=torrent.name,
+        added_on=torrent.added_on,
+    )
+    return Done(
+        events=(added,),
+        track=(download,),
+        log_line=f"added {torrent.name}{' (already in qBittorrent)' if result.duplicate else ''}",
+        log_fields={"duplicate": result.duplicate},
+    )
+
+
+def _check_tags(tags: list[str]) -> tuple[str, ...]:
+    if len(tags) > MAX_TAGS:
+        raise InvalidCommand(
+            INVALID_MESSAGE, f"field 'tags' has {len(tags)} tags, at most {MAX_TAGS}"
+        )
+    for tag in tags:
+        if not _TAG_RE.match(tag) or tag != tag.strip() or len(tag) > MAX_TAG_CHARS:
+            raise InvalidCommand(
+                INVALID_MESSAGE,
+                f"tag {short_repr(tag)} must be 1-{MAX_TAG_CHARS} characters without commas, "
+                "control characters or surrounding spaces",
+            )
+    return tuple(dict.fromkeys(tags))
+
+
+# -- a batch of adds in qBittorrent ---------------------------------------------------------
 
 
 @attrs.frozen(kw_only=True)
@@ -42,26 +165,26 @@ class AddResult:
     duplicate: bool
 
 
-Outcome = AddResult | QbitConsumerError
+AddOutcome = AddResult | QbitConsumerError
 
 
 def add_downloads(
     qbit: QbitClient, commands: Sequence[AddCommand], save_path_of: Callable[[str], str]
-) -> list[Outcome]:
+) -> list[AddOutcome]:
     """Make sure qBittorrent holds the torrent of each command; one outcome per command.
 
     A torrent qBittorrent already has (or that an earlier command of the same batch adds) is
     a duplicate, not an error: it gets our tags; its category and save path stay as they are
     (we never move a user's files).
     """
-    outcomes: list[Outcome | None] = [None] * len(commands)
+    outcomes: list[AddOutcome | None] = [None] * len(commands)
     try:
-        listed = index_torrents(qbit.torrents(set().union(*(c.magnet.keys for c in commands))))
+        listed = index_torrents(qbit.torrents({key for c in commands for key in c.magnet.keys}))
     except QbitConsumerError as exc:
         return [exc] * len(commands)
     first_of: dict[str, int] = {}  # hash -> the batch's first command for it
     for i, command in enumerate(commands):
-        existing = _match(listed, command)
+        existing = find(listed, command.magnet.keys)
         if existing is not None:
             outcomes[i] = _duplicate(qbit, existing, command)
         elif command.magnet.hash not in first_of:
@@ -112,7 +235,7 @@ def add_downloads(
     return [o for o in outcomes if o is not None]
 
 
-def _add_one(qbit: QbitClient, command: AddCommand, save_path: str) -> Outcome:
+def _add_one(qbit: QbitClient, command: AddCommand, save_path: str) -> AddOutcome:
     try:
         accepted = qbit.add_magnet(
             command.magnet.uri, category=command.category, tags=_tags(command), save_path=save_path
@@ -120,13 +243,14 @@ def _add_one(qbit: QbitClient, command: AddCommand, save_path: str) -> Outcome:
         if not accepted:
             # A hybrid torrent added earlier from a v1-only magnet is re-keyed to its v2 id once
             # its metadata arrives; hashes= cannot find it by v1, a full listing can.
-            existing = _match(index_torrents(qbit.torrents(command.magnet.keys)), command) or next(
-                (t for t in qbit.all_torrents() if t.matches(command.magnet.keys)), None
+            keys = command.magnet.keys
+            existing = find(index_torrents(qbit.torrents(keys)), keys) or find(
+                index_torrents(qbit.all_torrents()), keys
             )
             if existing is None:
                 return InvalidCommand(QBITTORRENT_REJECTED, "qBittorrent refused the magnet link")
             return _duplicate(qbit, existing, command)
-        outcomes: list[Outcome | None] = [None]
+        outcomes: list[AddOutcome | None] = [None]
         if _wait_listed(qbit, [command], [0], outcomes, LIST_TIMEOUT_SECONDS):
             return TransientError(
                 "qBittorrent accepted the magnet but did not list it "
@@ -142,7 +266,7 @@ def _wait_listed(
     qbit: QbitClient,
     commands: Sequence[AddCommand],
     waiting: list[int],
-    outcomes: list[Outcome | None],
+    outcomes: list[AddOutcome | None],
     timeout: float,
 ) -> list[int]:
     """Fill ``outcomes`` for the commands qBittorrent lists within ``timeout``; the rest."""
@@ -151,7 +275,7 @@ def _wait_listed(
     while waiting:
         try:
             listed = index_torrents(
-                qbit.torrents(set().union(*(commands[i].magnet.keys for i in waiting)))
+                qbit.torrents({key for i in waiting for key in commands[i].magnet.keys})
             )
         except QbitConsumerError as exc:
             for i in waiting:
@@ -159,7 +283,7 @@ def _wait_listed(
             return []
         still = []
         for i in waiting:
-            torrent = _match(listed, commands[i])
+            torrent = find(listed, commands[i].magnet.keys)
             if torrent is None:
                 still.append(i)
             else:
@@ -172,7 +296,7 @@ def _wait_listed(
     return waiting
 
 
-def _duplicate(qbit: QbitClient, torrent: Torrent, command: AddCommand) -> Outcome:
+def _duplicate(qbit: QbitClient, torrent: Torrent, command: AddCommand) -> AddOutcome:
     """A torrent qBittorrent already holds: it gets this command's tags, nothing else."""
     try:
         qbit.add_tags(torrent.id, _tags(command))
@@ -183,7 +307,3 @@ def _duplicate(qbit: QbitClient, torrent: Torrent, command: AddCommand) -> Outco
 
 def _tags(command: AddCommand) -> tuple[str, ...]:
     return (MANAGED_TAG, *command.tags)
-
-
-def _match(index: dict[str, Torrent], command: AddCommand) -> Torrent | None:
-    return next((index[key] for key in command.magnet.keys if key in index), None)

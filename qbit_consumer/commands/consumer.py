@@ -1,11 +1,12 @@
-"""The consumer thread: takes `downloads.add` commands and carries them out, a batch at a time.
+"""The consumer thread: takes commands from the command queue and hands them to the
+``CommandHandler``, a batch at a time.
 
 It owns its broker connection (pika's BlockingConnection is not thread-safe). qBittorrent calls
 run on a helper thread (``QbitWorker``) while this thread keeps servicing the connection
 (``Broker.wait_for``), so a slow qBittorrent never starves the heartbeats. The QbitClient lives
 on that helper thread only.
 
-Lifecycle: ``start()`` -> ``run()`` loops connect / declare / consume, reconnecting with backoff
+Lifecycle: ``start()`` -> ``work()`` loops connect / declare / consume, reconnecting with backoff
 when the broker goes away; ``stop()`` asks it to finish the command in hand and return (a
 command still waiting for qBittorrent is abandoned unacked and comes back). While idle it
 offers refused dead-letter copies again and declares its topology again now and then, so a
@@ -17,131 +18,74 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
-from typing import Final, TypeVar
+from typing import Final
 
 from qbit_consumer.broker import Broker, Delivery
 from qbit_consumer.broker.reconnect import Declarations, stay_connected
 from qbit_consumer.broker.topology import build_topology
-from qbit_consumer.commands.add import AddResult
 from qbit_consumer.commands.handling import CommandHandler
 from qbit_consumer.commands.poison import PoisonGuard, marker_path
+from qbit_consumer.commands.table import COMMANDS
 from qbit_consumer.config import Config
-from qbit_consumer.contract.messages import AddCommand
-from qbit_consumer.errors import ShuttingDown, TopologyConflict
-from qbit_consumer.qbit.client import QbitClient, Reachability
-from qbit_consumer.qbit.login import LoginGate
+from qbit_consumer.errors import ShuttingDown
+from qbit_consumer.model import Download, Reachability
+from qbit_consumer.qbit import LoginGate, QbitClient
+from qbit_consumer.qbit.worker import QbitWorker
 from qbit_consumer.redact import redact_url
+from qbit_consumer.threads import CONSUMER, ServiceThread
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
+
 
 #: How long a burst may wait for the rest of the prefetch window to arrive (see ``_batch``).
 BATCH_LINGER_SECONDS: Final = 0.002
 
 
-class QbitWorker:
-    """One daemon thread that alone owns a QbitClient and runs the work handed to it.
-
-    Not a ThreadPoolExecutor: the interpreter joins an executor's threads at exit, so a call
-    hanging on a frozen qBittorrent would hold the process long past SIGTERM. A daemon thread
-    is simply abandoned; the command it worked for was not acked and comes back.
-    """
-
-    def __init__(self, make_client: Callable[[], QbitClient]) -> None:
-        self._make_client = make_client
-        self._jobs: queue.SimpleQueue[tuple[Future[object], Callable[[QbitClient], object]] | None]
-        self._jobs = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None  # started by the first command
-
-    def submit(self, work: Callable[[QbitClient], T]) -> Future[T]:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="consumer-qbit", daemon=True)
-            self._thread.start()
-        future: Future[T] = Future()
-        self._jobs.put((future, work))  # type: ignore[arg-type]
-        return future
-
-    def close(self) -> None:
-        """Log out once the work in hand is done; does not wait for it."""
-        if self._thread is not None:
-            self._jobs.put(None)
-
-    def _run(self) -> None:
-        client: QbitClient | None = None
-        while (job := self._jobs.get()) is not None:
-            future, work = job
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                if client is None:
-                    client = self._make_client()
-                future.set_result(work(client))
-            except BaseException as exc:  # handed to the waiting thread, which decides
-                future.set_exception(exc)
-        if client is not None:
-            client.close()
-
-
-class ConsumerThread(threading.Thread):
+class ConsumerThread(ServiceThread):
     def __init__(
         self,
         cfg: Config,
         gate: LoginGate,
         *,
-        on_added: Callable[[list[tuple[AddCommand, AddResult]]], None],
+        record: Callable[[list[Download]], None],
         qbit: Reachability,
         blocked: Callable[[], str | None],
     ) -> None:
-        """``on_added`` records what a batch added before its acks; ``qbit`` is whether the
-        poller finds qBittorrent answering; ``blocked()`` says why else commands must wait in
-        their queue now (None: take them)."""
-        super().__init__(name="consumer", daemon=True)
+        """``record`` starts tracking what a batch added, before its acks; ``qbit`` is whether
+        the poller finds qBittorrent answering; ``blocked()`` says why else commands must wait
+        in their queue now (None: take them)."""
+        super().__init__(CONSUMER)
         self._cfg = cfg
         self._qbit_status = qbit
         self._blocked = blocked
-        self.last_beat = time.time()
-        self._on_added = on_added
-        self._stopping = threading.Event()
+        self._record = record
         self.connected = threading.Event()
-        self.failure: BaseException | None = None
         self._qbit = QbitWorker(lambda: QbitClient(cfg.qbittorrent, gate))
         self._guard = PoisonGuard(marker_path(cfg.state.path))
-        self._topology = build_topology(cfg.rabbitmq)
+        self._topology = build_topology(cfg.rabbitmq, tuple(COMMANDS))
         self._last_batch = 0  # size of the previous batch: a full one means a burst
         self._next: Delivery | None = None  # taken from the broker, not handled yet
 
-    def stop(self) -> None:
-        """Ask the thread to finish the command in hand and return. Any thread may call it."""
-        self._stopping.set()
+    def work(self) -> None:
+        stay_connected(
+            self._cfg.rabbitmq.url,
+            CONSUMER,
+            self._topology,
+            self._consume,
+            stopped=self._stopping.is_set,
+            pause=self._pause,
+            while_away="reconnecting until it is back",
+            on_close=self._disconnected,
+        )
 
-    def run(self) -> None:
-        try:
-            stay_connected(
-                self._cfg.rabbitmq.url,
-                "consumer",
-                self._topology,
-                self._consume,
-                stopped=self._stopping.is_set,
-                pause=self._pause,
-                while_away="reconnecting until it is back",
-                on_close=self._disconnected,
-            )
-        except TopologyConflict as exc:
-            log.critical("cannot start: %s", exc)
-            self.failure = exc
-        except BaseException as exc:
-            log.critical("the consumer thread crashed", exc_info=True)
-            self.failure = exc
-        finally:
-            self._qbit.close()
+    def finish(self) -> None:
+        self._qbit.close()
 
     def _pause(self, seconds: float) -> None:
-        self.last_beat = time.time()
+        self.beat()
         self._stopping.wait(seconds)
 
     def _disconnected(self) -> None:
@@ -156,7 +100,7 @@ class ConsumerThread(threading.Thread):
             declarations=Declarations(broker, self._topology),
             guard=self._guard,
             stopping=self._stopping.is_set,
-            on_added=self._on_added,
+            record=self._record,
         )
         self.connected.set()
         try:
@@ -175,7 +119,7 @@ class ConsumerThread(threading.Thread):
                 with contextlib.closing(deliveries):  # closing it cancels the consumer
                     stream = self._with_stashed(deliveries)
                     for delivery in stream:
-                        self.last_beat = time.time()
+                        self.beat()
                         if self._stopping.is_set() or self._why_waiting() is not None:
                             # Taken, but no longer takeable: back to the queue, in order.
                             for left in (delivery, self._next):
@@ -216,7 +160,7 @@ class ConsumerThread(threading.Thread):
         if first.redelivered:
             return batch
         limit = self._cfg.rabbitmq.prefetch_count
-        broker.sleep(0)  # read what has arrived on the socket meanwhile
+        broker.idle(0)  # read what has arrived on the socket meanwhile
         deadline = time.monotonic() + BATCH_LINGER_SECONDS
         while len(batch) < limit:
             if broker.waiting():
@@ -249,8 +193,8 @@ class ConsumerThread(threading.Thread):
             if reason and reason != warned:
                 log.warning("%s: not taking commands until it is resolved", reason)
                 warned = reason
-            self.last_beat = time.time()
+            self.beat()
             handler.tend()
-            broker.sleep(0.5)  # keeps the connection's heartbeats going
+            broker.idle(0.5)  # keeps the connection's heartbeats going
         if warned and not self._stopping.is_set():
             log.info("taking commands again")

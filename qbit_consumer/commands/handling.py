@@ -1,11 +1,14 @@
-"""Carrying out ``downloads.add`` commands, and deciding what becomes of each message.
+"""Carrying out commands, a batch at a time, and deciding what becomes of each message.
 
-This is the one place where our error types turn into broker actions:
+Which command a message is, how its body is read and how it is carried out comes from the
+dispatch table (``table``); everything else happens here, alike for every command. This is the
+one place where our error types turn into broker actions:
 
 =====================  ===============================================================
 outcome                what happens to the message
 =====================  ===============================================================
-added (or duplicate)   ``received`` + ``added`` confirmed, then ack
+``Done``               its events (``received`` + ``added`` for an add) confirmed and
+                       its downloads recorded, then ack
 ``InvalidCommand``     copy to the DLQ; once it is confirmed, ``failed``; then ack
 ``TransientError``     copy to the retry queue (confirmed), then ack; on the last
                        attempt copy to the DLQ as ``retries_exhausted`` instead
@@ -28,39 +31,39 @@ and its copy is offered again with a growing pause, while the other commands go 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, Final, Protocol, TypeVar
 
 import attrs
 
-from qbit_consumer.broker import Broker, Delivery, Outgoing
-from qbit_consumer.broker.confirms import Sent
+from qbit_consumer.broker import Broker, Delivery, Sent
+from qbit_consumer.broker.publishing import nobody_listening, send_event
 from qbit_consumer.broker.reconnect import Declarations, Refusals
-from qbit_consumer.commands.add import AddResult, add_downloads
 from qbit_consumer.commands.outcomes import (
     Copy,
-    added_event,
+    Done,
+    Outcome,
     attempts_so_far,
     dead_letter_copy,
-    received_event,
     retry_copy,
 )
 from qbit_consumer.commands.poison import PoisonGuard
+from qbit_consumer.commands.table import CommandKind, command_name, parse_command
 from qbit_consumer.config import Config
-from qbit_consumer.contract.events import Event
-from qbit_consumer.contract.messages import AddCommand, CommandContext, parse_command
+from qbit_consumer.contract.events import Envelope, Event
+from qbit_consumer.contract.messages import CommandContext
 from qbit_consumer.errors import (
     INVALID_MESSAGE,
     RETRIES_EXHAUSTED,
     BrokerUnavailable,
     InvalidCommand,
     ShuttingDown,
+    StateUnavailable,
     TransientError,
 )
-from qbit_consumer.qbit.client import QbitClient
-from qbit_consumer.tracking.state import StateUnavailable
+from qbit_consumer.model import Download
+from qbit_consumer.qbit import QbitClient
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -83,7 +86,9 @@ class _Taken:
     delivery: Delivery
     attempt: int
     context: CommandContext
-    command: AddCommand | None = None
+    name: str | None = None  # the command's routing key
+    kind: CommandKind[Any] | None = None
+    command: Any = None  # what ``kind.parse`` made of the body
     copy: Copy | None = None
     sent: Sent | None = None
 
@@ -100,16 +105,17 @@ class CommandHandler:
         declarations: Declarations,
         guard: PoisonGuard,
         stopping: Callable[[], bool],
-        on_added: Callable[[list[tuple[AddCommand, AddResult]]], None],
+        record: Callable[[list[Download]], None],
     ) -> None:
+        """``record`` starts tracking what a batch added, before its acks (the registry)."""
         self._cfg = cfg
         self._broker = broker
         self._run_qbit = run_qbit
         self._declarations = declarations
         self._guard = guard
         self._stopping = stopping
-        self._on_added = on_added
-        self._events: list[tuple[Event, Sent]] = []  # what the batch in hand has published
+        self._record_downloads = record
+        self._events: list[tuple[Envelope, Sent]] = []  # what the batch in hand has published
         # Commands whose copy the broker refused: unacked, offered again after a pause.
         self._held: list[_Taken] = []
         self._refusals = Refusals(cap=REFUSED_BACKOFF_CAP_SECONDS)
@@ -147,10 +153,10 @@ class CommandHandler:
             if guarded:
                 self._guard.hold(taken[0].delivery)
             valid = [item for item in taken if self._parse(item)]
-        added = self._add(valid) if valid else []
+        done = self._carry_out(valid) if valid else []
         self._finish(taken)
-        if added:
-            self._record(added)
+        if track := [download for outcome in done for download in outcome.track]:
+            self._record(track)
         self._ack([item for item in taken if item not in self._held])
 
     def tend(self) -> None:
@@ -171,12 +177,15 @@ class CommandHandler:
     # -- the steps of a batch --------------------------------------------------------------
 
     def _parse(self, item: _Taken) -> bool:
+        delivery = item.delivery
+        item.name = command_name(delivery, self._cfg.rabbitmq.command_queue)
         try:
-            item.command = parse_command(
-                item.delivery.body,
-                correlation_id=item.delivery.correlation_id,
-                message_id=item.delivery.message_id,
-                categories=self._cfg.categories,
+            item.kind, item.command = parse_command(
+                item.name,
+                delivery.body,
+                correlation_id=delivery.correlation_id,
+                message_id=delivery.message_id,
+                cfg=self._cfg,
                 context=item.context,
             )
         except InvalidCommand as exc:
@@ -191,23 +200,37 @@ class CommandHandler:
             return False
         return True
 
-    def _add(self, valid: list[_Taken]) -> list[tuple[AddCommand, AddResult]]:
-        commands = [item.command for item in valid if item.command is not None]
-        categories = self._cfg.categories
-        # qBittorrent works while the `received` events go out.
-        adding = self._run_qbit(lambda qbit: add_downloads(qbit, commands, categories.__getitem__))
+    def _carry_out(self, valid: list[_Taken]) -> list[Done]:
+        """One job on the qBittorrent thread for the whole batch: each run of commands of the
+        same kind is carried out together, the runs in the order they came (a remove after an
+        add of the same torrent stays after it)."""
+        runs: list[tuple[CommandKind[Any], list[_Taken]]] = []
         for item in valid:
-            if item.attempt == 1 and item.command is not None:
-                self._send(received_event(item.command))
-        outcomes = self._broker.wait_for(adding, self._stopping)
-        added: list[tuple[AddCommand, AddResult]] = []
+            assert item.kind is not None
+            if runs and runs[-1][0] is item.kind:
+                runs[-1][1].append(item)
+            else:
+                runs.append((item.kind, [item]))
+        cfg = self._cfg
+
+        def work(qbit: QbitClient) -> list[Outcome]:
+            return [
+                outcome
+                for kind, items in runs
+                for outcome in kind.carry_out(qbit, [item.command for item in items], cfg)
+            ]
+
+        working = self._run_qbit(work)
+        for item in valid:  # qBittorrent works while the `received` events go out
+            assert item.kind is not None
+            if item.attempt == 1 and item.kind.received is not None:
+                self._send(item.kind.received(item.command))
+        outcomes = self._broker.wait_for(working, self._stopping)
         for item, outcome in zip(valid, outcomes, strict=True):
             self._conclude(item, outcome)
-            if isinstance(outcome, AddResult) and item.command is not None:
-                added.append((item.command, outcome))
-        return added
+        return [outcome for outcome in outcomes if isinstance(outcome, Done)]
 
-    def _record(self, added: list[tuple[AddCommand, AddResult]]) -> None:
+    def _record(self, added: list[Download]) -> None:
         """Start tracking what this batch added (one state-file transaction), before the ack.
 
         While the state file cannot be written the acks wait here, the connection serviced:
@@ -217,7 +240,7 @@ class CommandHandler:
         waiting = False
         while True:
             try:
-                self._on_added(added)
+                self._record_downloads(added)
                 return
             except StateUnavailable as exc:
                 if not waiting:
@@ -230,7 +253,7 @@ class CommandHandler:
                     waiting = True
             if self._stopping():
                 raise ShuttingDown("stopping while the state file cannot be written")
-            self._broker.sleep(1.0)
+            self._broker.idle(1.0)
 
     def _finish(self, items: list[_Taken]) -> None:
         """Send the copies, wait for every confirm, then the ``failed`` events of the copies
@@ -295,26 +318,16 @@ class CommandHandler:
             unrouted = [event for event, sent in self._events if not sent.routed]
             self._events = []
         for event in unrouted:
-            log.warning(
-                "nobody is listening for %s: no queue is bound to exchange %r for it",
-                event.routing_key,
-                self._cfg.rabbitmq.event_exchange,
-                extra={"routing_key": event.routing_key},
-            )
+            nobody_listening(event, self._cfg.rabbitmq.event_exchange)
 
     # -- outcomes --------------------------------------------------------------------------
 
-    def _conclude(self, item: _Taken, outcome: AddResult | Exception) -> None:
+    def _conclude(self, item: _Taken, outcome: Outcome | Exception) -> None:
         """The one place where an outcome becomes a broker action (the ack follows later)."""
-        if isinstance(outcome, AddResult):
-            assert item.command is not None
-            self._send(added_event(item.command, outcome))
-            log.info(
-                "added %s%s",
-                outcome.torrent.name,
-                " (already in qBittorrent)" if outcome.duplicate else "",
-                extra={**_log_fields(item), "duplicate": outcome.duplicate},
-            )
+        if isinstance(outcome, Done):
+            for event in outcome.events:
+                self._send(event)
+            log.info(outcome.log_line, extra={**_log_fields(item), **outcome.log_fields})
         elif isinstance(outcome, InvalidCommand):
             self._dead_letter(item, outcome.reason, outcome.detail)
         elif isinstance(outcome, TransientError):
@@ -322,33 +335,19 @@ class CommandHandler:
                 detail = f"gave up after {item.attempt} attempts; the last one failed: {outcome}"
                 self._dead_letter(item, RETRIES_EXHAUSTED, detail)
             else:
-                self._retry(item, str(outcome))
+                item.copy = retry_copy(self._cfg.rabbitmq, item.name, item.attempt, str(outcome))
         else:
             raise outcome
 
-    def _retry(self, item: _Taken, error: str) -> None:
-        item.copy = retry_copy(self._cfg.rabbitmq, item.attempt, error)
-
     def _dead_letter(self, item: _Taken, reason: str, detail: str) -> None:
-        item.copy = dead_letter_copy(self._cfg.rabbitmq, item.context, item.attempt, reason, detail)
-
-    def _send(self, event: Event) -> None:
-        self._events.append(
-            (
-                event,
-                self._broker.send(
-                    self._cfg.rabbitmq.event_exchange,
-                    event.routing_key,
-                    event.to_json(),
-                    Outgoing(
-                        message_id=event.event_id,
-                        correlation_id=event.request_id,
-                        timestamp=int(time.time()),
-                        persistent=event.persistent,
-                    ),
-                ),
-            )
+        item.copy = dead_letter_copy(
+            self._cfg.rabbitmq, item.context, item.name, item.attempt, reason, detail
         )
+
+    def _send(self, event: Event | Envelope) -> None:
+        envelope = event if isinstance(event, Envelope) else event.envelope()
+        sent = send_event(self._broker, self._cfg.rabbitmq.event_exchange, envelope)
+        self._events.append((envelope, sent))
 
 
 def _safe(sent: Sent) -> bool:
@@ -357,8 +356,8 @@ def _safe(sent: Sent) -> bool:
 
 def _log_fields(item: _Taken) -> dict[str, Any]:
     fields: dict[str, Any] = {"attempt": item.attempt, "request_id": item.context.request_id}
-    if item.context.magnet is not None:
-        fields["hash"] = item.context.magnet.hash
+    if item.context.hash is not None:
+        fields["hash"] = item.context.hash
     if item.copy is not None and item.copy.failed is not None:
         fields["reason"] = item.copy.failed.reason
     return fields

@@ -1,19 +1,40 @@
-"""What a command's outcome becomes, as data: the events it causes, and the copy that goes to
-the retry or dead-letter queue instead of an ack. Pure: ``commands`` decides which outcome
-applies and does the broker work (CONTRACT section 4c has the headers and reasons)."""
+"""What a command's outcome becomes, as data: the events and downloads of a command carried
+out (``Done``), and the copy that goes to the retry or dead-letter queue instead of an ack.
+Pure: ``handling`` decides which applies and does the broker work (CONTRACT section 4c has the
+headers and reasons)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Final
 
 import attrs
 
-from qbit_consumer.commands.add import AddResult
 from qbit_consumer.config import RabbitmqConfig
-from qbit_consumer.contract.events import Added, Failed, Received, rfc3339
-from qbit_consumer.contract.messages import AddCommand, CommandContext
+from qbit_consumer.contract.events import Event, Failed, rfc3339
+from qbit_consumer.contract.messages import CommandContext
+from qbit_consumer.errors import QbitConsumerError
+from qbit_consumer.model import Download
 
 ATTEMPTS_HEADER: Final = "x-attempts"
+#: The command's name (its routing key) on a retry or dead-letter copy: the copy goes through
+#: the default exchange, which replaces the routing key with the queue's name.
+COMMAND_HEADER: Final = "x-command"
+
+
+@attrs.frozen(kw_only=True)
+class Done:
+    """A command carried out: the events that report it (confirmed before the ack), the
+    downloads to track from now on (recorded before the ack), and its log line."""
+
+    events: tuple[Event, ...]
+    track: tuple[Download, ...] = ()
+    log_line: str
+    log_fields: Mapping[str, Any] = attrs.field(factory=dict)
+
+
+#: What carrying out one command can end in: done, or an error that says what becomes of it.
+Outcome = Done | QbitConsumerError
 
 
 @attrs.frozen
@@ -26,10 +47,10 @@ class Copy:
     log_line: str
 
 
-def retry_copy(cfg: RabbitmqConfig, attempt: int, error: str) -> Copy:
+def retry_copy(cfg: RabbitmqConfig, command: str | None, attempt: int, error: str) -> Copy:
     return Copy(
         cfg.retry_queue,
-        {ATTEMPTS_HEADER: attempt, "x-last-error": error},
+        {ATTEMPTS_HEADER: attempt, "x-last-error": error, **_named(command)},
         None,
         f"attempt {attempt} of {cfg.max_attempts} failed, retrying "
         f"in {cfg.retry_delay_seconds:g} s: {error}",
@@ -37,10 +58,14 @@ def retry_copy(cfg: RabbitmqConfig, attempt: int, error: str) -> Copy:
 
 
 def dead_letter_copy(
-    cfg: RabbitmqConfig, context: CommandContext, attempt: int, reason: str, detail: str
+    cfg: RabbitmqConfig,
+    context: CommandContext,
+    command: str | None,
+    attempt: int,
+    reason: str,
+    detail: str,
 ) -> Copy:
     """The DLQ copy and its ``failed`` event, with what is known of the command so far."""
-    magnet = context.magnet
     return Copy(
         cfg.dead_letter_queue,
         {
@@ -48,12 +73,13 @@ def dead_letter_copy(
             "x-error-detail": detail,
             ATTEMPTS_HEADER: attempt,
             "x-failed-at": rfc3339(),
+            **_named(command),
         },
         Failed(
             request_id=context.request_id,
-            hash=magnet.hash if magnet else None,
-            infohash_v2=magnet.infohash_v2 if magnet else None,
-            name=magnet.display_name if magnet else None,
+            hash=context.hash,
+            infohash_v2=context.infohash_v2,
+            name=context.name,
             category=context.category,
             reason=reason,
             detail=detail,
@@ -68,26 +94,5 @@ def attempts_so_far(headers: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
-def received_event(command: AddCommand) -> Received:
-    magnet = command.magnet
-    return Received(
-        request_id=command.request_id,
-        hash=magnet.hash,
-        infohash_v2=magnet.infohash_v2,
-        name=magnet.display_name,
-        category=command.category,
-        magnet=magnet.uri,
-    )
-
-
-def added_event(command: AddCommand, result: AddResult) -> Added:
-    magnet = command.magnet
-    return Added(
-        request_id=command.request_id,
-        hash=magnet.hash,
-        infohash_v2=magnet.infohash_v2,
-        name=result.torrent.name,
-        category=command.category,
-        save_path=result.torrent.save_path,
-        duplicate=result.duplicate,
-    )
+def _named(command: str | None) -> dict[str, str]:
+    return {COMMAND_HEADER: command} if command else {}

@@ -59,6 +59,36 @@ class Event:
     def to_json(self) -> bytes:
         return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":")).encode()
 
+    def envelope(self) -> Envelope:
+        """The event as it goes out; serialised here, once."""
+        return Envelope(
+            routing_key=self.routing_key,
+            body=self.to_json(),
+            event_id=self.event_id,
+            hash=self.hash,
+            request_id=self.request_id,
+            persistent=self.persistent,
+        )
+
+
+@attrs.define(slots=True, kw_only=True)
+class Envelope:
+    """An event as it goes out, the one shape it has from the moment it is recorded to the
+    wire, and back out of the outbox after a restart: the body is serialised once and never
+    changes, beside what the AMQP properties need (``event_id`` is the ``message_id``,
+    ``request_id`` the ``correlation_id``). ``seq`` is a lifecycle event's number in the
+    outbox, None for progress and for the events of a command (published before its ack).
+    Mutable only so that a newer progress event can take a waiting one's place in the queue.
+    """
+
+    routing_key: str
+    body: bytes
+    event_id: str
+    hash: str | None
+    request_id: str | None
+    persistent: bool
+    seq: int | None = None
+
 
 @attrs.frozen(kw_only=True)
 class Received(Event):

@@ -22,6 +22,7 @@ from urllib.parse import unquote, unquote_plus
 import attrs
 
 from qbit_consumer.errors import INVALID_MAGNET, InvalidCommand
+from qbit_consumer.model import keys_of
 
 _HEX40: Final = re.compile(r"^[0-9a-fA-F]{40}$")
 _HEX64: Final = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -50,21 +51,9 @@ class Magnet:
         return self.infohash_v2[:40]
 
     @property
-    def torrent_id(self) -> str:
-        """The id qBittorrent lists the torrent under when it is added from this magnet.
-
-        libtorrent's ``info_hash_t::get_best()``: the v2 hash cut to 40 hex when there is one,
-        so a hybrid magnet is listed under its v2 id while our ``hash`` stays the v1.
-        """
-        if self.infohash_v2 is not None:
-            return self.infohash_v2[:40]
-        assert self.infohash_v1 is not None
-        return self.infohash_v1
-
-    @property
-    def keys(self) -> frozenset[str]:
+    def keys(self) -> tuple[str, ...]:
         """Every id qBittorrent may list this download under, now or after re-keying."""
-        return frozenset(k for k in (self.infohash_v1, self.torrent_id, self.infohash_v2) if k)
+        return keys_of(self.infohash_v1, self.infohash_v2)
 
 
 def parse_magnet(uri: str) -> Magnet:

@@ -28,8 +28,7 @@ from qbit_consumer.contract.events import (
     Stalled,
     rfc3339,
 )
-from qbit_consumer.model import Torrent
-from qbit_consumer.tracking.state import Download
+from qbit_consumer.model import Download, Torrent
 
 #: States in which qBittorrent's numbers describe a check or a move, not the download.
 CHECKING: Final = frozenset({"checkingDL", "checkingUP", "checkingResumeData", "moving"})

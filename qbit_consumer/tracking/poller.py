@@ -30,18 +30,17 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 import time
 from typing import Final
 
 import attrs
 
 from qbit_consumer.config import Config
-from qbit_consumer.contract.events import Event, PollingFailed, PollingRecovered, rfc3339
+from qbit_consumer.contract.events import Envelope, Event, PollingFailed, PollingRecovered, rfc3339
 from qbit_consumer.errors import TransientError
-from qbit_consumer.model import Torrent, index_torrents
-from qbit_consumer.qbit.client import QbitClient, Reachability
-from qbit_consumer.qbit.login import LoginGate
+from qbit_consumer.model import Download, Reachability, Torrent, find, index_torrents
+from qbit_consumer.qbit import LoginGate, QbitClient
+from qbit_consumer.threads import POLLER, ServiceThread
 from qbit_consumer.tracking.lifecycle import (
     VANISHED_WAIT_CYCLES,
     Vanish,
@@ -50,9 +49,7 @@ from qbit_consumer.tracking.lifecycle import (
     removed,
     replaced,
 )
-from qbit_consumer.tracking.publisher import Item
 from qbit_consumer.tracking.registry import Registry
-from qbit_consumer.tracking.state import Download
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +60,7 @@ class _Look:
 
     updated: list[Download] = attrs.Factory(list)
     events: list[Event] = attrs.Factory(list)
-    progress: list[Item] = attrs.Factory(list)  # serialised at once: bytes are smaller
+    progress: list[Envelope] = attrs.Factory(list)  # serialised at once: bytes are smaller
     gone: list[Download] = attrs.Factory(list)
     changed: set[str] = attrs.Factory(set)  # identity changed: write it at once
 
@@ -79,15 +76,12 @@ QUERY_CHUNK: Final = 200
 PERSIST_PROGRESS_SECONDS: Final = 60.0
 
 
-class PollerThread(threading.Thread):
+class PollerThread(ServiceThread):
     def __init__(self, cfg: Config, registry: Registry, gate: LoginGate) -> None:
-        super().__init__(name="poller", daemon=True)
+        super().__init__(POLLER)
         self._cfg = cfg
         self._registry = registry
         self._gate = gate
-        self._stopping = threading.Event()
-        self.failure: BaseException | None = None
-        self.cycles = 0
         self._sweep_offset = 0
         self._missing_since: dict[str, float] = {}
         self._vanishing = Vanishing()
@@ -98,27 +92,22 @@ class PollerThread(threading.Thread):
         self._last_persist = -math.inf  # the first cycle writes everything
         #: Whether polls work; the consumer takes commands only while they do.
         self.qbit = Reachability()
-        self.last_beat = time.time()
+        self._client: QbitClient | None = None
 
-    def stop(self) -> None:
-        self._stopping.set()
-
-    def run(self) -> None:
-        qbit = QbitClient(self._cfg.qbittorrent, self._gate)
+    def work(self) -> None:
+        self._client = qbit = QbitClient(self._cfg.qbittorrent, self._gate)
         interval = self._cfg.polling.interval_seconds
         next_at = time.monotonic()
-        try:
-            while not self._stopping.wait(max(0.0, next_at - time.monotonic())):
-                next_at += interval
-                if next_at < time.monotonic():  # a slow cycle: skip, do not bunch up
-                    next_at = time.monotonic() + interval
-                self.poll_once(qbit)
-                self.last_beat = time.time()
-        except BaseException as exc:
-            log.critical("the poller thread crashed", exc_info=True)
-            self.failure = exc
-        finally:
-            qbit.close()
+        while not self._stopping.wait(max(0.0, next_at - time.monotonic())):
+            next_at += interval
+            if next_at < time.monotonic():  # a slow cycle: skip, do not bunch up
+                next_at = time.monotonic() + interval
+            self.poll_once(qbit)
+            self.beat()
+
+    def finish(self) -> None:
+        if self._client is not None:
+            self._client.close()
 
     def poll_once(self, qbit: QbitClient) -> None:
         now = time.monotonic()
@@ -132,7 +121,6 @@ class PollerThread(threading.Thread):
             return
         if persist_all:
             self._last_persist = now
-        self.cycles += 1
 
     # -- one look at qBittorrent -------------------------------------------------------------
 
@@ -157,10 +145,10 @@ class PollerThread(threading.Thread):
         missing: list[Download] = []
         for start in range(0, len(checked), QUERY_CHUNK):
             chunk = checked[start : start + QUERY_CHUNK]
-            index = index_torrents(qbit.torrents(set().union(*(d.keys for d in chunk))))
+            index = index_torrents(qbit.torrents({key for d in chunk for key in d.keys}))
             look = _Look(events=self._on_success(now))  # qBittorrent answers: recovered
             for download in chunk:
-                torrent = _match(download, index)
+                torrent = find(index, download.keys)
                 if torrent is None:
                     missing.append(download)
                 else:
@@ -178,10 +166,10 @@ class PollerThread(threading.Thread):
         downloads = self._registry.snapshot()
         tracked = {d.hash for d in downloads}
         index = index_torrents(qbit.all_torrents())
-        listed = {d.hash for d in downloads if _match(d, index) is not None}
+        listed = {d.hash for d in downloads if find(index, d.keys) is not None}
         hold = self._vanished(self._vanishing.listing(tracked, listed))
         for download in missing:
-            torrent = _match(download, index)
+            torrent = find(index, download.keys)
             if torrent is not None:
                 self._observe(look, download, torrent, now, stalled_after)
             elif self._confirm_removed(download, now) and not hold:
@@ -222,7 +210,7 @@ class PollerThread(threading.Thread):
         look.updated.append(seen.download)
         look.events.extend(seen.events)
         if seen.progress is not None:
-            look.progress.append(Item.progress(seen.progress))
+            look.progress.append(seen.progress.envelope())
         if _identity(seen.download) != _identity(download):
             if seen.download.qbit_id != download.qbit_id:
                 log.info(
@@ -314,13 +302,6 @@ class PollerThread(threading.Thread):
                 )
         self._failures, self._outage_since, self._alerted = 0, None, False
         return events
-
-
-def _match(download: Download, index: dict[str, Torrent]) -> Torrent | None:
-    for key in (download.qbit_id, download.hash, download.infohash_v1, download.infohash_v2):
-        if key and key in index:
-            return index[key]
-    return None
 
 
 def _identity(download: Download) -> tuple[str, str | None, str | None, int | None]:

@@ -23,26 +23,14 @@ from collections.abc import Callable, Iterable
 
 import attrs
 
-from qbit_consumer.contract.events import Event
-from qbit_consumer.contract.magnet import Magnet
+from qbit_consumer.contract.events import Envelope, Event
+from qbit_consumer.errors import StateUnavailable
+from qbit_consumer.model import Download
 from qbit_consumer.tracking import lifecycle
-from qbit_consumer.tracking.publisher import Item, PublishQueue
-from qbit_consumer.tracking.state import Download, State, StateUnavailable, StoredEvent, compact
+from qbit_consumer.tracking.outbox import PublishQueue
+from qbit_consumer.tracking.state import State
 
 log = logging.getLogger(__name__)
-
-
-@attrs.frozen(kw_only=True)
-class Tracked:
-    """What the consumer knows of a download it just added."""
-
-    request_id: str | None
-    category: str | None
-    name: str | None
-    qbit_id: str
-    infohash_v2: str | None
-    #: qBittorrent's added_on: which incarnation of the hash this is.
-    added_on: int | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -83,10 +71,10 @@ class Registry:
         """Queue the events a previous run stored but did not see confirmed (same event_id)."""
         with self._lock:
             stored = [self._unconfirmed[seq] for seq in sorted(self._unconfirmed)]
-            self._queue.put_lifecycle([Item.stored(event) for event in stored])
+            self._queue.put_lifecycle(stored)
         return len(stored)
 
-    def track(self, added: list[tuple[Magnet, Tracked]]) -> int:
+    def track(self, added: list[Download]) -> int:
         """Start tracking downloads that were just added, in one state-file transaction.
 
         One already tracked is left alone: a duplicate command does not restart a download's
@@ -100,35 +88,18 @@ class Registry:
             ``writable`` is set: a download tracked in memory only would be forgotten by a
             restart, while an unacknowledged command comes back and is tracked then.
         """
-        started = time.monotonic()
         with self._lock:
             new: dict[str, Download] = {}
             gone: list[Download] = []
-            for magnet, tracked in added:
-                if magnet.hash in new:
+            for download in added:
+                if download.hash in new:
                     continue
-                held = self._downloads.get(magnet.hash)
+                held = self._downloads.get(download.hash)
                 if held is not None:
-                    if not lifecycle.replaced(held.added_on, tracked.added_on):
+                    if not lifecycle.replaced(held.added_on, download.added_on):
                         continue
                     gone.append(held)
-                new[magnet.hash] = compact(
-                    Download(
-                        hash=magnet.hash,
-                        qbit_id=tracked.qbit_id,
-                        infohash_v1=magnet.infohash_v1,
-                        infohash_v2=magnet.infohash_v2 or tracked.infohash_v2,
-                        request_id=tracked.request_id,
-                        category=tracked.category,
-                        name=tracked.name,
-                        stage="active",
-                        last_state=None,
-                        last_progress=None,
-                        last_completed=None,
-                        progress_changed_at=started,
-                        added_on=tracked.added_on,
-                    )
-                )
+                new[download.hash] = download
             if new:
                 if self._problem is not None:
                     raise StateUnavailable(self._state.path, self._problem.reason)
@@ -142,7 +113,7 @@ class Registry:
                     raise
                 self._downloads.update(new)
                 self._unconfirmed.update((event.seq, event) for event in stored)
-                self._queue.put_lifecycle([Item.stored(event) for event in stored])
+                self._queue.put_lifecycle(stored)
             return len(new)
 
     def snapshot(self) -> list[Download]:
@@ -152,11 +123,6 @@ class Registry:
         with self._lock:
             return list(self._downloads.values())
 
-    def get(self, key: str) -> Download | None:
-        with self._lock:
-            download = self._downloads.get(key)
-            return attrs.evolve(download) if download else None
-
     def record(
         self,
         *,
@@ -164,7 +130,7 @@ class Registry:
         persist: Iterable[str] = (),
         removed: Iterable[Download] = (),
         events: Iterable[Event] = (),
-        progress: Iterable[Item] = (),
+        progress: Iterable[Envelope] = (),
     ) -> None:
         """Apply the poller's findings: ``updated`` replace what is in memory (those named in
         ``persist`` are also written), ``removed`` are forgotten, ``events`` are stored and
@@ -196,8 +162,8 @@ class Registry:
                 del self._downloads[key]
             self._unconfirmed.update((event.seq, event) for event in stored)
             # Queued under the lock, so the order of events matches the order of changes.
-            self._queue.put_lifecycle([Item.stored(event) for event in stored])
-            self._queue.put_progress([item for item in progress if item.hash not in stale])
+            self._queue.put_lifecycle(stored)
+            self._queue.put_progress([event for event in progress if event.hash not in stale])
 
     def _holds(self, download: Download) -> bool:
         """Whether ``download``, as the poller saw it, is the torrent held in memory. One whose
@@ -261,11 +227,11 @@ class Registry:
                 self._problem = None
                 self.writable.set()
 
-    def _stored(self, event: Event, body: bytes) -> StoredEvent:
+    def _stored(self, event: Event, body: bytes) -> Envelope:
         """Numbered here, not by SQLite: an event needs its number for the publish queue even
         when the file cannot be written, and keeps it when the file is written again."""
         self._last_seq += 1
-        return StoredEvent(
+        return Envelope(
             seq=self._last_seq,
             event_id=event.event_id,
             routing_key=event.routing_key,

@@ -27,7 +27,6 @@ import contextlib
 import logging
 import os
 import sqlite3
-import sys
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -35,109 +34,23 @@ from typing import Any, Final
 
 import attrs
 
-from qbit_consumer.errors import QbitConsumerError
+from qbit_consumer.contract.events import Envelope
+from qbit_consumer.errors import StateError, StateUnavailable
+from qbit_consumer.model import Download, compact
+from qbit_consumer.tracking.migrations import SCHEMA_VERSION, migrate
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION: Final = 2
-
-_SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS downloads (
-    hash TEXT PRIMARY KEY,
-    qbit_id TEXT NOT NULL,
-    infohash_v1 TEXT,
-    infohash_v2 TEXT,
-    request_id TEXT,
-    category TEXT,
-    name TEXT,
-    stage TEXT NOT NULL,
-    last_state TEXT,
-    last_progress REAL,
-    last_completed INTEGER,
-    progress_changed_at REAL NOT NULL,
-    stalled INTEGER NOT NULL DEFAULT 0,
-    paused INTEGER NOT NULL DEFAULT 0,
-    errored INTEGER NOT NULL DEFAULT 0,
-    added_on INTEGER
-);
-CREATE TABLE IF NOT EXISTS outbox (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    event_id TEXT NOT NULL UNIQUE,
-    routing_key TEXT NOT NULL,
-    hash TEXT,
-    request_id TEXT,
-    persistent INTEGER NOT NULL,
-    body BLOB NOT NULL
-);
-"""
-
-
-class StateError(QbitConsumerError):
-    """The state file is unusable; the message is the one line the user sees."""
-
-
-class StateUnavailable(QbitConsumerError):
-    """The state file cannot be written now: disk full, read-only, I/O error, file gone.
-
-    Not fatal, unlike ``StateError``: the cause is outside the service and may go away, and
-    the registry holds everything the file should hold. ``reason`` is the short why, for the
-    log and the healthcheck.
-    """
-
-    def __init__(self, path: Path, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
-        self.path = path
-        self.reason = reason
-
-
-@attrs.define(slots=True)
-class Download:
-    """A tracked download as the registry and the state file know it."""
-
-    hash: str
-    qbit_id: str
-    infohash_v1: str | None
-    infohash_v2: str | None
-    request_id: str | None
-    category: str | None
-    name: str | None
-    stage: str  # "active" until completed, then "completed"; removed ones are deleted
-    last_state: str | None
-    last_progress: float | None
-    last_completed: int | None
-    progress_changed_at: float
-    stalled: bool = False
-    paused: bool = False
-    errored: bool = False
-    #: qBittorrent's ``added_on`` of the torrent tracked: tells this download apart from a
-    #: later one with the same hash (removed and added again). None until first seen.
-    added_on: int | None = None
-
-    @property
-    def keys(self) -> set[str]:
-        keys = {self.hash, self.qbit_id}
-        if self.infohash_v1:
-            keys.add(self.infohash_v1)
-        if self.infohash_v2:
-            keys.update((self.infohash_v2, self.infohash_v2[:40]))
-        return keys
-
-
-@attrs.frozen(kw_only=True)
-class StoredEvent:
-    """An event in the outbox, exactly as it will be published."""
-
-    seq: int
-    event_id: str
-    routing_key: str
-    hash: str | None
-    request_id: str | None
-    persistent: bool
-    body: bytes
-
-
 _FIELDS: Final = [f.name for f in attrs.fields(Download)]
-_EVENT_FIELDS: Final = [f.name for f in attrs.fields(StoredEvent)]
+_EVENT_FIELDS: Final = (
+    "seq",
+    "event_id",
+    "routing_key",
+    "hash",
+    "request_id",
+    "persistent",
+    "body",
+)
 
 
 class State:
@@ -179,16 +92,9 @@ class State:
 
     @staticmethod
     def _migrate(db: sqlite3.Connection, version: int) -> None:
-        """Writes only when something is missing, so that a file that is already current opens
-        on a full disk: the service then starts, and waits for space like a running one."""
-        db.executescript(_SCHEMA)
-        if version == 1:
-            # Schema 1 had no added_on, and an added_at (wall time) that nothing ever read:
-            # 32 bytes a download in memory, 320 KB of a NAS's RAM at 10,000 tracked.
-            db.execute("ALTER TABLE downloads ADD COLUMN added_on INTEGER")
-            db.execute("ALTER TABLE downloads DROP COLUMN added_at")
-        if version != SCHEMA_VERSION:
-            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        """Writes nothing when the file is current (``migrations.migrate``), so that it opens on
+        a full disk: the service then starts, and waits for space like a running one."""
+        migrate(db, version)
 
     def close(self) -> None:
         with self._lock:
@@ -203,23 +109,23 @@ class State:
             cursor = self._db.execute(f"SELECT {', '.join(_FIELDS)} FROM downloads")  # noqa: S608
             return [compact(Download(**dict(zip(_FIELDS, row, strict=True)))) for row in cursor]
 
-    def load_outbox(self) -> list[StoredEvent]:
+    def load_outbox(self) -> list[Envelope]:
         with self._lock:
             assert self._db is not None
             rows = self._db.execute(
                 f"SELECT {', '.join(_EVENT_FIELDS)} FROM outbox ORDER BY seq"  # noqa: S608
             ).fetchall()
         return [
-            StoredEvent(
-                seq=r[0],
-                event_id=r[1],
-                routing_key=r[2],
-                hash=r[3],
-                request_id=r[4],
-                persistent=bool(r[5]),
-                body=bytes(r[6]),
+            Envelope(
+                seq=seq,
+                event_id=event_id,
+                routing_key=routing_key,
+                hash=hash_,
+                request_id=request_id,
+                persistent=bool(persistent),
+                body=bytes(body),
             )
-            for r in rows
+            for seq, event_id, routing_key, hash_, request_id, persistent, body in rows
         ]
 
     # -- writes ----------------------------------------------------------------------------
@@ -229,7 +135,7 @@ class State:
         *,
         upsert: Iterable[Download] = (),
         delete: Iterable[str] = (),
-        events: Iterable[StoredEvent] = (),
+        events: Iterable[Envelope] = (),
     ) -> None:
         """One transaction: save downloads, forget removed ones, append events to the outbox.
 
@@ -240,9 +146,9 @@ class State:
         with self._transaction() as db:
             db.executemany(_UPSERT, [_row(d) for d in upsert])
             db.executemany("DELETE FROM downloads WHERE hash = ?", [(h,) for h in delete])
-            db.executemany(_INSERT_EVENT, [attrs.astuple(e) for e in events])
+            db.executemany(_INSERT_EVENT, [_event_row(e) for e in events])
 
-    def rewrite(self, downloads: Iterable[Download], events: Iterable[StoredEvent]) -> None:
+    def rewrite(self, downloads: Iterable[Download], events: Iterable[Envelope]) -> None:
         """Replace the whole content, in one transaction: what the registry holds in memory
         after a time when the file could not be written, or after it was deleted.
 
@@ -252,7 +158,7 @@ class State:
             db.execute("DELETE FROM downloads")
             db.executemany(_UPSERT, [_row(d) for d in downloads])
             db.execute("DELETE FROM outbox")
-            db.executemany(_INSERT_EVENT, [attrs.astuple(e) for e in events])
+            db.executemany(_INSERT_EVENT, [_event_row(e) for e in events])
 
     def event_published(self, seq: int) -> None:
         """:raises StateUnavailable: the row stays (the event is repeated after a restart)."""
@@ -360,23 +266,10 @@ _INSERT_EVENT: Final = (
 )
 
 
-def compact(download: Download) -> Download:
-    """Share equal strings between downloads (memory: 10,000 tracked downloads on a NAS).
-
-    The qBittorrent id and the v1 hash are usually the hash itself, and states, stages and
-    categories are a few words repeated.
-    """
-    if download.qbit_id == download.hash:
-        download.qbit_id = download.hash
-    if download.infohash_v1 == download.hash:
-        download.infohash_v1 = download.hash
-    download.stage = sys.intern(download.stage)
-    if download.last_state is not None:
-        download.last_state = sys.intern(download.last_state)
-    if download.category is not None:
-        download.category = sys.intern(download.category)
-    return download
-
-
 def _row(download: Download) -> tuple[Any, ...]:
     return tuple(getattr(download, name) for name in _FIELDS)
+
+
+def _event_row(event: Envelope) -> tuple[Any, ...]:
+    assert event.seq is not None, "only numbered (lifecycle) events go to the outbox"
+    return tuple(getattr(event, name) for name in _EVENT_FIELDS)

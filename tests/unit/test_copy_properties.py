@@ -16,6 +16,8 @@ def delivery(**properties: object) -> Delivery:
     props = pika.BasicProperties(**properties)
     return Delivery(
         body=b"{}",
+        exchange="downloads",
+        routing_key="downloads.add",
         delivery_tag=1,
         redelivered=False,
         properties=props,

@@ -9,9 +9,10 @@ V1 = "c12fe1c06bba254a9dc9f519b335aa7c1367a88a"
 V2 = "32bcc50c8f5385308227700e85b55929100c875f76ea37a65c595ad930391ac4"
 
 
-def test_hex_btih_is_lowercased_and_is_both_hash_and_torrent_id():
+def test_hex_btih_is_lowercased_and_is_both_hash_and_only_key():
     magnet = parse_magnet(f"magnet:?xt=urn:btih:{V1.upper()}&dn=x")
-    assert magnet.hash == magnet.torrent_id == V1
+    assert magnet.hash == V1
+    assert magnet.keys == (V1,)
     assert magnet.infohash_v2 is None
 
 
@@ -27,14 +28,15 @@ def test_hybrid_magnet_hash_is_v1_but_qbittorrent_lists_it_under_truncated_v2():
         f"magnet:?xt=urn:btih:b5f4a7c1a3ada361c59469d90c79d76f5ef07fcd&xt=urn:btmh:1220{V2}"
     )
     assert magnet.hash == "b5f4a7c1a3ada361c59469d90c79d76f5ef07fcd"
-    assert magnet.torrent_id == "32bcc50c8f5385308227700e85b55929100c875f"
     assert magnet.infohash_v2 == V2
-    assert magnet.keys == {magnet.hash, magnet.torrent_id, V2}
+    # The hash first: it is what a v1 listing finds; then the v2 id qBittorrent lists it under.
+    assert magnet.keys == (magnet.hash, V2, "32bcc50c8f5385308227700e85b55929100c875f")
 
 
 def test_v2_only_magnet_hash_is_v2_truncated_to_40_hex():
     magnet = parse_magnet(f"magnet:?xt=urn:btmh:1220{V2}")
-    assert magnet.hash == magnet.torrent_id == V2[:40]
+    assert magnet.hash == V2[:40]
+    assert magnet.keys == (V2, V2[:40])
     assert magnet.infohash_v1 is None
 
 

@@ -4,7 +4,10 @@ import json
 
 import pytest
 
-from qbit_consumer.contract.messages import CommandContext, parse_command
+from qbit_consumer.commands import add
+from qbit_consumer.commands.table import parse_command
+from qbit_consumer.config import Config
+from qbit_consumer.contract.messages import CommandContext
 from qbit_consumer.errors import InvalidCommand
 
 V1 = "c12fe1c06bba254a9dc9f519b335aa7c1367a88a"
@@ -15,11 +18,12 @@ CATEGORIES = {"movies": "", "tv": "/data/tv"}
 def parse(body, correlation_id=None, message_id=None):
     context = CommandContext()
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    command = parse_command(
+    _, command = parse_command(
+        add.ROUTING_KEY,
         raw,
         correlation_id=correlation_id,
         message_id=message_id,
-        categories=CATEGORIES,
+        cfg=Config(categories=CATEGORIES),
         context=context,
     )
     return command, context
@@ -58,14 +62,15 @@ def test_a_failure_keeps_what_was_understood_for_the_failed_event():
     context = CommandContext()
     with pytest.raises(InvalidCommand):
         parse_command(
+            add.ROUTING_KEY,
             json.dumps({"magnet": MAGNET, "category": "nope", "request_id": "r9"}).encode(),
             correlation_id=None,
             message_id=None,
-            categories=CATEGORIES,
+            cfg=Config(categories=CATEGORIES),
             context=context,
         )
     assert context.request_id == "r9"
-    assert context.magnet is not None and context.magnet.hash == V1
+    assert context.hash == V1
     assert context.category is None
 
 

@@ -1,14 +1,30 @@
 from __future__ import annotations
 
-from qbit_consumer.tracking.publisher import Item, PublishQueue
+from qbit_consumer.contract.events import Envelope
+from qbit_consumer.tracking.outbox import PublishQueue
 
 
-def progress(h: str, n: int) -> Item:
-    return Item("downloads.progress", str(n).encode(), f"p-{h}-{n}", h, None, False)
+def progress(h: str, n: int) -> Envelope:
+    return Envelope(
+        routing_key="downloads.progress",
+        body=str(n).encode(),
+        event_id=f"p-{h}-{n}",
+        hash=h,
+        request_id=None,
+        persistent=False,
+    )
 
 
-def lifecycle(h: str, name: str, seq: int) -> Item:
-    return Item(name, b"{}", f"e-{seq}", h, None, True, seq)
+def lifecycle(h: str, name: str, seq: int) -> Envelope:
+    return Envelope(
+        routing_key=name,
+        body=b"{}",
+        event_id=f"e-{seq}",
+        hash=h,
+        request_id=None,
+        persistent=True,
+        seq=seq,
+    )
 
 
 def drain(queue: PublishQueue) -> list[str]:

@@ -11,11 +11,13 @@ import re
 import pytest
 import responses
 
+from qbit_consumer.commands import add
 from qbit_consumer.commands.add import AddResult, add_downloads
-from qbit_consumer.config import QbittorrentConfig
-from qbit_consumer.contract.messages import CommandContext, parse_command
+from qbit_consumer.commands.table import parse_command
+from qbit_consumer.config import Config, QbittorrentConfig
+from qbit_consumer.contract.messages import CommandContext
 from qbit_consumer.errors import InvalidCommand, TransientError
-from qbit_consumer.model import Torrent
+from qbit_consumer.model import Torrent, index_torrents
 from qbit_consumer.qbit.client import QbitClient
 from qbit_consumer.qbit.login import LoginGate
 
@@ -61,12 +63,13 @@ def add_download(qbit, command, save_path):
 
 def command():
     return parse_command(
+        add.ROUTING_KEY,
         json.dumps({"magnet": f"magnet:?xt=urn:btih:{V1}", "category": "tv"}).encode(),
         correlation_id=None,
         message_id=None,
-        categories={"tv": ""},
+        cfg=Config(categories={"tv": ""}),
         context=CommandContext(),
-    )
+    )[1]
 
 
 @pytest.fixture
@@ -233,8 +236,8 @@ def test_torrent_states_of_4x_and_5x_are_kept_verbatim(state):
 def test_hybrid_torrent_matches_on_v1_v2_and_its_truncated_v2_id():
     v2 = "32bcc50c8f5385308227700e85b55929100c875f76ea37a65c595ad930391ac4"
     torrent = Torrent.from_api(torrent_item(hash=v2[:40], infohash_v1=V1, infohash_v2=v2))
-    assert torrent.matches([V1]) and torrent.matches([v2]) and torrent.matches([v2[:40]])
-    assert not torrent.matches(["0" * 40])
+    assert set(torrent.keys) == {V1, v2, v2[:40]}
+    assert index_torrents([torrent]) == {V1: torrent, v2: torrent, v2[:40]: torrent}
     assert re.fullmatch("[0-9a-f]{40}", torrent.id)
 
 
@@ -259,20 +262,21 @@ def test_a_batch_adds_new_magnets_in_one_call_and_answers_duplicates_within_it(a
         f"{URL}/api/v2/torrents/info",
         callback=lambda r: (200, {}, json.dumps(next(answers))),
     )
-    add = api.add(responses.POST, f"{URL}/api/v2/torrents/add", body="Ok.")
+    add_call = api.add(responses.POST, f"{URL}/api/v2/torrents/add", body="Ok.")
 
     def cmd(h):
         return parse_command(
+            add.ROUTING_KEY,
             json.dumps({"magnet": f"magnet:?xt=urn:btih:{h}", "category": "tv"}).encode(),
             correlation_id=None,
             message_id=None,
-            categories={"tv": ""},
+            cfg=Config(categories={"tv": ""}),
             context=CommandContext(),
-        )
+        )[1]
 
     outcomes = add_downloads(client(), [cmd(V1), cmd(v1_b), cmd(V1)], lambda _c: "")
     assert [o.duplicate for o in outcomes] == [False, False, True]
-    assert add.call_count == 1
-    body = add.calls[0].request.body
+    assert add_call.call_count == 1
+    body = add_call.calls[0].request.body
     body = body.decode() if isinstance(body, bytes) else body
     assert "urls=magnet" in body and "%0A" in body  # both magnets, one per line, one call

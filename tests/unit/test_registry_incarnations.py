@@ -9,9 +9,9 @@ import time
 import attrs
 
 from qbit_consumer.contract.events import Completed, Progress, Removed
-from qbit_consumer.contract.magnet import parse_magnet
-from qbit_consumer.tracking.publisher import Item, PublishQueue
-from qbit_consumer.tracking.registry import Registry, Tracked
+from qbit_consumer.model import Download
+from qbit_consumer.tracking.outbox import PublishQueue
+from qbit_consumer.tracking.registry import Registry
 from qbit_consumer.tracking.state import State
 
 H = "c12fe1c06bba254a9dc9f519b335aa7c1367a88a"
@@ -20,16 +20,13 @@ FIRST, LATER = 1_700_000_000, 1_700_000_042
 
 def tracked(request_id: str, added_on: int | None) -> list:
     return [
-        (
-            parse_magnet(f"magnet:?xt=urn:btih:{H}"),
-            Tracked(
-                request_id=request_id,
-                category="tv",
-                name="x",
-                qbit_id=H,
-                infohash_v2=None,
-                added_on=added_on,
-            ),
+        Download.added(
+            hash=H,
+            request_id=request_id,
+            category="tv",
+            name="x",
+            qbit_id=H,
+            added_on=added_on,
         )
     ]
 
@@ -95,20 +92,18 @@ def test_what_the_poller_found_about_a_replaced_download_is_dropped(tmp_path):
         completed_at="2026-01-01T00:00:00Z",
     )
     gone = Removed(**identity("first"), last_state=None, last_progress=None, completed=False)
-    progress = Item.progress(
-        Progress(
-            **identity("first"),
-            state="downloading",
-            progress=0.5,
-            downloaded=1,
-            size=2,
-            dlspeed=0,
-            upspeed=0,
-            eta=None,
-            num_seeds=0,
-            num_peers=0,
-        )
-    )
+    progress = Progress(
+        **identity("first"),
+        state="downloading",
+        progress=0.5,
+        downloaded=1,
+        size=2,
+        dlspeed=0,
+        upspeed=0,
+        eta=None,
+        num_seeds=0,
+        num_peers=0,
+    ).envelope()
     registry.track(tracked("second", LATER))  # ...and meanwhile the consumer replaced it
     assert queued(queue) == [("downloads.removed", "first")]
 

@@ -9,9 +9,10 @@ import pytest
 
 from qbit_consumer.contract.events import Completed
 from qbit_consumer.contract.magnet import parse_magnet
+from qbit_consumer.model import Download
 from qbit_consumer.tracking.lock import StateLock
-from qbit_consumer.tracking.publisher import PublishQueue
-from qbit_consumer.tracking.registry import Registry, Tracked
+from qbit_consumer.tracking.outbox import PublishQueue
+from qbit_consumer.tracking.registry import Registry
 from qbit_consumer.tracking.state import State, StateError
 
 H = "c12fe1c06bba254a9dc9f519b335aa7c1367a88a"
@@ -37,14 +38,7 @@ def test_tracked_downloads_and_unconfirmed_events_survive_a_restart_with_the_sam
     path = tmp_path / "s.sqlite3"
     registry = Registry(State(path), PublishQueue())
     assert (
-        registry.track(
-            [
-                (
-                    parse_magnet(f"magnet:?xt=urn:btih:{H}"),
-                    Tracked(request_id="r", category="tv", name="x", qbit_id=H, infohash_v2=None),
-                )
-            ]
-        )
+        registry.track([Download.added(hash=H, request_id="r", category="tv", name="x", qbit_id=H)])
         == 1
     )
     download = registry.snapshot()[0]
@@ -71,11 +65,8 @@ def test_a_duplicate_does_not_restart_tracking(tmp_path):
     assert (
         registry.track(
             [
-                (
-                    magnet,
-                    Tracked(
-                        request_id="first", category="tv", name="x", qbit_id=H, infohash_v2=None
-                    ),
+                Download.added(
+                    hash=magnet.hash, request_id="first", category="tv", name="x", qbit_id=H
                 )
             ]
         )
@@ -84,11 +75,8 @@ def test_a_duplicate_does_not_restart_tracking(tmp_path):
     assert (
         registry.track(
             [
-                (
-                    magnet,
-                    Tracked(
-                        request_id="second", category="tv", name="x", qbit_id=H, infohash_v2=None
-                    ),
+                Download.added(
+                    hash=magnet.hash, request_id="second", category="tv", name="x", qbit_id=H
                 )
             ]
         )
@@ -125,12 +113,7 @@ def test_an_unwritable_state_directory_is_an_error(tmp_path):
 def track(registry, *hashes):
     return registry.track(
         [
-            (
-                parse_magnet(f"magnet:?xt=urn:btih:{h}"),
-                Tracked(
-                    request_id=f"r-{h[:4]}", category="tv", name="x", qbit_id=h, infohash_v2=None
-                ),
-            )
+            Download.added(hash=h, request_id=f"r-{h[:4]}", category="tv", name="x", qbit_id=h)
             for h in hashes
         ]
     )
