@@ -71,7 +71,6 @@ class OperatorBroker(Broker):
             raise BrokerUnavailable(f"listening on '{exchange}' failed: {describe(exc)}") from exc
 
 
-
 def _raise_if_refused(sent: Sent) -> None:
     if sent.nacked:
         raise BrokerUnavailable(f"the broker refused a message for '{sent.routing_key}' (nack)")

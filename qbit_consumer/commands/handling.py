@@ -14,6 +14,10 @@ outcome                what happens to the message
                        attempt copy to the DLQ as ``retries_exhausted`` instead
 ``BrokerUnavailable``  no ack: the broker redelivers it after we reconnect
 ``ShuttingDown``       no ack: the command goes back to the queue when we close
+a refused event        no ack (the broker nacked a ``received``, ``added`` or ``failed``
+                       event): the commands of the batch that are safe are acked, the
+                       connection is closed, and the others come back after a reconnect
+                       (a dead-lettered one may then reach the DLQ twice: at least once)
 =====================  ===============================================================
 
 "Confirmed" is awaited once per batch: everything a batch publishes goes out without waiting,
@@ -90,7 +94,15 @@ class _Taken:
     kind: CommandKind[Any] | None = None
     command: Any = None  # what ``kind.parse`` made of the body
     copy: Copy | None = None
-    sent: Sent | None = None
+    sent: Sent | None = None  # the copy's
+    done: Done | None = None
+    events: list[Sent] = attrs.Factory(list)  # what it published, confirmed at the next settle
+
+    @property
+    def refused(self) -> bool:
+        """Whether the broker nacked one of its events (a queue bound to the event exchange
+        is full and rejects publishes): its outcome is not safe."""
+        return any(sent.nacked for sent in self.events)
 
 
 class CommandHandler:
@@ -115,7 +127,8 @@ class CommandHandler:
         self._guard = guard
         self._stopping = stopping
         self._record_downloads = record
-        self._events: list[tuple[Envelope, Sent]] = []  # what the batch in hand has published
+        # What the batch in hand has published, and for which command.
+        self._events: list[tuple[Envelope, Sent, _Taken]] = []
         # Commands whose copy the broker refused: unacked, offered again after a pause.
         self._held: list[_Taken] = []
         self._refusals = Refusals(cap=REFUSED_BACKOFF_CAP_SECONDS)
@@ -153,11 +166,31 @@ class CommandHandler:
             if guarded:
                 self._guard.hold(taken[0].delivery)
             valid = [item for item in taken if self._parse(item)]
-        done = self._carry_out(valid) if valid else []
+        if valid:
+            self._carry_out(valid)
         self._finish(taken)
-        if track := [download for outcome in done for download in outcome.track]:
+        self._settle(taken)
+
+    def _settle(self, items: list[_Taken]) -> None:
+        """Once every confirm is in: record what was added, ack what is safe, and give back
+        (by reconnecting) the commands whose events the broker refused.
+
+        A download is recorded only once its events are confirmed: a poll must not report it
+        before its ``added`` went out.
+        """
+        refused = [item for item in items if item.refused]
+        safe = [item for item in items if item not in refused]
+        if track := [d for item in safe if item.done is not None for d in item.done.track]:
             self._record(track)
-        self._ack([item for item in taken if item not in self._held])
+        self._ack([item for item in safe if item not in self._held], whole_batch=not refused)
+        if refused:
+            log.error(
+                "RabbitMQ refused the events of %d command(s) (a queue bound to %r is full and "
+                "rejects publishes?): they go back to the queue and come again after a reconnect",
+                len(refused),
+                self._cfg.rabbitmq.event_exchange,
+            )
+            raise BrokerUnavailable("the broker refused events of this batch (nack)")
 
     def tend(self) -> None:
         """Between batches: offer held copies again, and declare the topology again when due
@@ -172,7 +205,7 @@ class CommandHandler:
         held, self._held = self._held, []
         self._events = []
         self._finish(held)
-        self._ack([item for item in held if item not in self._held])
+        self._settle(held)
 
     # -- the steps of a batch --------------------------------------------------------------
 
@@ -200,7 +233,7 @@ class CommandHandler:
             return False
         return True
 
-    def _carry_out(self, valid: list[_Taken]) -> list[Done]:
+    def _carry_out(self, valid: list[_Taken]) -> None:
         """One job on the qBittorrent thread for the whole batch: each run of commands of the
         same kind is carried out together, the runs in the order they came (a remove after an
         add of the same torrent stays after it)."""
@@ -224,11 +257,10 @@ class CommandHandler:
         for item in valid:  # qBittorrent works while the `received` events go out
             assert item.kind is not None
             if item.attempt == 1 and item.kind.received is not None:
-                self._send(item.kind.received(item.command))
+                self._send(item.kind.received(item.command), item)
         outcomes = self._broker.wait_for(working, self._stopping)
         for item, outcome in zip(valid, outcomes, strict=True):
             self._conclude(item, outcome)
-        return [outcome for outcome in outcomes if isinstance(outcome, Done)]
 
     def _record(self, added: list[Download]) -> None:
         """Start tracking what this batch added (one state-file transaction), before the ack.
@@ -273,7 +305,7 @@ class CommandHandler:
             assert item.copy is not None
             log.warning(item.copy.log_line, extra=_log_fields(item))
             if item.copy.failed is not None:
-                self._send(item.copy.failed)
+                self._send(item.copy.failed, item)
         self._broker.settle()
         self._reroute_events()
         self._hold(refused, any(item.sent and item.sent.nacked for item in refused))
@@ -294,12 +326,13 @@ class CommandHandler:
                 len(refused),
             )
 
-    def _ack(self, done: list[_Taken]) -> None:
-        """Deliveries are taken in order, so when nothing is held the batch is exactly what
-        is unacked up to its last delivery: one ack for all. Otherwise one ack each."""
+    def _ack(self, done: list[_Taken], *, whole_batch: bool = True) -> None:
+        """Deliveries are taken in order, so when nothing is held and the whole batch is done
+        it is exactly what is unacked up to its last delivery: one ack for all. Otherwise one
+        ack each."""
         if not done:
             return
-        if not self._held:
+        if whole_batch and not self._held:
             self._broker.ack(done[-1].delivery, and_earlier=True)
             return
         for item in done:
@@ -309,15 +342,15 @@ class CommandHandler:
         """Events no queue took: the event exchange may have been deleted and declared again
         without its bindings (the platform's). Declare ours again and send them once more;
         what is still unroutable then has nobody listening."""
-        unrouted = [event for event, sent in self._events if not sent.routed]
+        unrouted = [(event, item) for event, sent, item in self._events if not sent.routed]
         self._events = []
         if unrouted and self._declarations.reroute():
-            for event in unrouted:
-                self._send(event)
+            for event, item in unrouted:
+                self._send(event, item)
             self._broker.settle()
-            unrouted = [event for event, sent in self._events if not sent.routed]
+            unrouted = [(event, item) for event, sent, item in self._events if not sent.routed]
             self._events = []
-        for event in unrouted:
+        for event, _item in unrouted:
             nobody_listening(event, self._cfg.rabbitmq.event_exchange)
 
     # -- outcomes --------------------------------------------------------------------------
@@ -325,8 +358,9 @@ class CommandHandler:
     def _conclude(self, item: _Taken, outcome: Outcome | Exception) -> None:
         """The one place where an outcome becomes a broker action (the ack follows later)."""
         if isinstance(outcome, Done):
+            item.done = outcome
             for event in outcome.events:
-                self._send(event)
+                self._send(event, item)
             log.info(outcome.log_line, extra={**_log_fields(item), **outcome.log_fields})
         elif isinstance(outcome, InvalidCommand):
             self._dead_letter(item, outcome.reason, outcome.detail)
@@ -344,10 +378,11 @@ class CommandHandler:
             self._cfg.rabbitmq, item.context, item.name, item.attempt, reason, detail
         )
 
-    def _send(self, event: Event | Envelope) -> None:
+    def _send(self, event: Event | Envelope, item: _Taken) -> None:
         envelope = event if isinstance(event, Envelope) else event.envelope()
         sent = send_event(self._broker, self._cfg.rabbitmq.event_exchange, envelope)
-        self._events.append((envelope, sent))
+        self._events.append((envelope, sent, item))
+        item.events.append(sent)
 
 
 def _safe(sent: Sent) -> bool:

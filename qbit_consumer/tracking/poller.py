@@ -7,8 +7,9 @@ qBittorrent CPU per call at 5,000 torrents. A ``hashes=`` filter costs a few ms.
 asks, in one ``torrents/info?hashes=`` call, for
 
 * every tracked download that is not complete yet, and
-* a 1/``COMPLETED_SWEEP_CYCLES`` slice of the completed ones, round robin: they only need
-  checks for removal and errors, so each is looked at once every that many cycles.
+* a 1/``COMPLETED_SWEEP_CYCLES`` slice of the completed ones (rounded up), round robin: they
+  only need checks for removal and errors, so each is looked at once every that many cycles
+  (more often while fewer of them are tracked).
 
 Only when a tracked torrent is missing from that answer does it list everything, once, to tell
 a removal from a hybrid torrent that qBittorrent re-keyed under its v2 id after the metadata
