@@ -322,3 +322,32 @@ def test_sigterm_while_a_qbittorrent_call_hangs_exits_within_10_s_and_keeps_the_
     assert code == 0
     assert took < 10, f"exited {took:.1f} s after SIGTERM"
     wait_until(lambda: broker.message_count(names.command_queue) == 1, 10, "the command back")
+
+
+def test_an_add_whose_added_event_a_full_queue_refuses_is_acked_only_once_it_is_taken(
+    qbittorrent, make_config, start_service, broker, names, events, caplog
+):
+    caplog.set_level(logging.INFO, logger="qbit_consumer")
+    running = start_service(make_config(qbittorrent))
+    # A platform queue for `added` that takes nothing: RabbitMQ nacks every such event.
+    full = f"full-{secrets.token_hex(3)}"
+    channel = broker.channel
+    channel.queue_declare(full, arguments={"x-max-length": 0, "x-overflow": "reject-publish"})
+    channel.queue_bind(full, names.event_exchange, "downloads.added")
+    infohash = random_hash()
+    try:
+        broker.publish(names.command_exchange, "downloads.add", add_body(infohash))
+        wait_until(
+            lambda: any("refused the events" in r.getMessage() for r in caplog.records),
+            30,
+            "the refusal to be noticed",
+        )
+        time.sleep(2)  # a few more rounds of refusal
+        # Not acked, so not tracked: a poll must not report a download before its `added`.
+        assert infohash not in {d.hash for d in running.service.registry.snapshot()}
+    finally:
+        broker.channel.queue_delete(full)
+    events.wait_for("downloads.progress", hash=infohash, timeout=30)  # tracked at last
+    wait_until(lambda: broker.message_count(names.command_queue) == 0, 10, "the queue to drain")
+    assert broker.message_count(names.dead_letter_queue) == 0
+    assert events.of("downloads.added", hash=infohash)[-1]["duplicate"] is True
