@@ -63,6 +63,38 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     )
 
 
+#: The fixtures that start a real service or reach one: the run's RabbitMQ vhost (``broker``,
+#: ``events``, ``make_config``, ``start_service`` and ``other_user`` all go through
+#: ``amqp_url``) and the qbittorrent-nox instances. A test is marked ``live`` exactly when it
+#: reaches one of them, directly or through another fixture.
+LIVE_FIXTURES = frozenset({"amqp_url", "qbittorrent", "seeder", "qbit_factory"})
+
+
+def live_mark_problem(item: pytest.Item) -> str | None:
+    """What is wrong with ``item``'s ``live`` mark, or None."""
+    reaches = sorted(LIVE_FIXTURES.intersection(getattr(item, "fixturenames", ())))
+    marked = item.get_closest_marker("live") is not None
+    if reaches and not marked:
+        return f"reaches {' and '.join(reaches)} but is not marked live: mark it live"
+    if marked and not reaches:
+        return f"is marked live but reaches none of {', '.join(sorted(LIVE_FIXTURES))}: unmark it"
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m and -k deselect anything: every test is checked
+def pytest_collection_modifyitems(session: pytest.Session, items: list[pytest.Item]) -> None:
+    """A test whose ``live`` mark and fixtures disagree is a collection error, and nothing runs:
+    ``-m "not live"`` must run no test that needs the services, and leave out none that does
+    not. (A collection error, not a UsageError: pytest-xdist's workers would lose its text.)"""
+    wrong = [(item, problem) for item in items if (problem := live_mark_problem(item))]
+    for item, problem in wrong:
+        session.ihook.pytest_collectreport(
+            report=pytest.CollectReport(item.nodeid, "failed", f"{item.name} {problem}", [])
+        )
+    if wrong:
+        items.clear()
+
+
 @pytest.fixture(scope="session")
 def qbt_version(request: pytest.FixtureRequest) -> str:
     """The qBittorrent version this test runs against (see the module's docstring)."""

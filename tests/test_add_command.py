@@ -39,8 +39,11 @@ def send(broker, names, body, **properties) -> None:
 def test_valid_command_adds_torrent_with_category_save_path_and_tags(
     qbittorrent, make_config, start_service, broker, names, events, tmp_path
 ):
+    # A category of this test's own: qBittorrent is shared, and a category another test created
+    # first keeps its save path (the service never changes an existing one).
+    category = f"movies-{random_hash()[:8]}"
     save_path = tmp_path / "movies"
-    cfg = make_config(qbittorrent, categories={"movies": save_path, "tv": ""})
+    cfg = make_config(qbittorrent, categories={category: save_path, "tv": ""})
     start_service(cfg)
     infohash = random_hash()
 
@@ -49,7 +52,7 @@ def test_valid_command_adds_torrent_with_category_save_path_and_tags(
         names,
         {
             "magnet": magnet_for(infohash, "Big Buck Bunny"),
-            "category": "movies",
+            "category": category,
             "request_id": "req-1",
             "tags": ["from-test", "hd"],
         },
@@ -58,10 +61,10 @@ def test_valid_command_adds_torrent_with_category_save_path_and_tags(
     added = events.wait_for("downloads.added", hash=infohash)[0]
     received = events.of("downloads.received", hash=infohash)[0]
     torrent = qbittorrent.client().torrents_info(torrent_hashes=infohash)[0]
-    assert torrent.category == "movies"
+    assert torrent.category == category
     assert torrent.save_path.rstrip("/") == str(save_path)
     assert set(torrent.tags.split(", ")) == {MANAGED_TAG, "from-test", "hd"}
-    assert qbittorrent.client().torrents_categories()["movies"]["savePath"].rstrip("/") == str(
+    assert qbittorrent.client().torrents_categories()[category]["savePath"].rstrip("/") == str(
         save_path
     )
 
@@ -73,7 +76,7 @@ def test_valid_command_adds_torrent_with_category_save_path_and_tags(
         assert event["request_id"] == "req-1"
         assert event["hash"] == infohash
         assert event["infohash_v2"] is None
-        assert event["category"] == "movies"
+        assert event["category"] == category
     assert received["magnet"] == magnet_for(infohash, "Big Buck Bunny")
     assert received["name"] == "Big Buck Bunny"
     assert added["save_path"].rstrip("/") == str(save_path)
@@ -206,7 +209,8 @@ def test_base32_and_hybrid_magnets_are_keyed_by_their_v1_hash(
     send(broker, names, {"magnet": hybrid, "category": "tv"})
     send(broker, names, {"magnet": f"magnet:?xt=urn%3Abtmh%3A1220{v2_only}", "category": "tv"})
 
-    assert events.wait_for("downloads.added", hash=base32_hex)
+    [base32_added] = events.wait_for("downloads.added", hash=base32_hex)
+    assert base32_added["infohash_v2"] is None and base32_added["name"] == "b32"
     hybrid_added = events.wait_for("downloads.added", hash=v1)[0]
     assert hybrid_added["infohash_v2"] == v2
     v2_added = events.wait_for("downloads.added", hash=v2_only[:40])[0]

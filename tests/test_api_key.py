@@ -103,7 +103,7 @@ def test_a_key_rotated_away_is_one_clear_alert_without_a_retry_storm_and_no_pass
             qbittorrent={"url": proxy.url, "api_key": old, "password": qbit.password},
             polling={"interval_seconds": 0.25, "failure_alert_threshold": 2},
         )
-        start_service(cfg)
+        running = start_service(cfg)
         wait_until(lambda: proxy.answers and proxy.answers[-1][1] == 200, 10, "a first poll")
         new = rotate_key(qbit)  # someone rotates the key in the Web UI
         assert new != old
@@ -114,9 +114,10 @@ def test_a_key_rotated_away_is_one_clear_alert_without_a_retry_storm_and_no_pass
             lambda: [p for p in check_health(cfg) if "refuses us" in p], 10, "the healthcheck"
         )
         assert "api_key" in problem and "next attempt in" in problem
-        refused_at = len(proxy.calls)
+        refused_at, rounds = len(proxy.calls), running.service.poller.rounds
         time.sleep(3)  # 12 poll cycles: the gate holds every request back for 30 s
         assert len(proxy.calls) - refused_at <= 1
+        assert running.service.poller.rounds - rounds >= 9  # it did go on polling
     finally:
         proxy.close()
     assert [a[1] for a in proxy.answers].count(403) == 1

@@ -1,4 +1,6 @@
-"""The command line as a user runs it: real processes, real services."""
+"""The command line: a bad config or a corrupt state file is an exit code and one line (a bad
+config checked in-process, each once from a real process), and `check` and `run` as a user runs
+them, against the real services."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import time
 
 import pytest
 
+from qbit_consumer.cli.main import main
 from tests.fixtures.service import (
     magnet_for,
     random_hash,
@@ -17,30 +20,58 @@ from tests.fixtures.service import (
     write_ini,
 )
 
+BAD_CONFIGS = [
+    (None, "file not found"),
+    ("[rabbitmq]\nurl = http://wrong\n", "[rabbitmq] url: must start with amqp://"),
+    (
+        "[qbittorrent]\ntimeout_seconds = fast\n",
+        "[qbittorrent] timeout_seconds: expected a number",
+    ),
+    ("[nonsense]\n", "[nonsense]: unknown section"),
+]
 
-@pytest.mark.parametrize(
-    ("text", "words"),
-    [
-        (None, "file not found"),
-        ("[rabbitmq]\nurl = http://wrong\n", "[rabbitmq] url: must start with amqp://"),
-        (
-            "[qbittorrent]\ntimeout_seconds = fast\n",
-            "[qbittorrent] timeout_seconds: expected a number",
-        ),
-        ("[nonsense]\n", "[nonsense]: unknown section"),
-    ],
-)
+
+@pytest.mark.parametrize(("text", "words"), BAD_CONFIGS)
 @pytest.mark.parametrize("command", ["run", "check"])
-def test_bad_config_exits_2_with_one_clear_line_and_no_traceback(tmp_path, text, words, command):
+def test_bad_config_exits_2_with_one_clear_line(tmp_path, capsys, text, words, command):
     path = tmp_path / "config.ini"
     if text is not None:
         path.write_text(text)
-    result = run_cli(command, "--config", str(path))
+    assert main([command, "--config", str(path)]) == 2
+    said = capsys.readouterr()
+    assert said.out == ""
+    [line] = said.err.splitlines()
+    assert str(path) in line and words in line
+
+
+def test_the_process_exits_2_with_that_one_line_and_no_traceback(tmp_path):
+    path = tmp_path / "config.ini"
+    path.write_text("[nonsense]\n")
+    result = run_cli("run", "--config", str(path))
     assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert str(path) in lines[0] and words in lines[0]
+    [line] = result.stderr.splitlines()
+    assert str(path) in line and "[nonsense]: unknown section" in line
     assert "Traceback" not in result.stderr
+
+
+def test_a_corrupt_state_file_stops_the_service_with_one_line(tmp_path):
+    state = tmp_path / "state.sqlite3"
+    state.write_bytes(b"garbage" * 1000)
+    # Nothing answers at these addresses: the state file is refused before either is tried.
+    config = write_ini(
+        tmp_path / "config.ini",
+        {
+            "rabbitmq": {"url": "amqp://guest:guest@127.0.0.1:9/%2F"},
+            "qbittorrent": {"url": "http://127.0.0.1:9"},
+            "state": {"path": state},
+        },
+    )
+    result = run_cli("run", "--config", str(config), timeout=30)
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if "state error" in line]
+    assert len(errors) == 1 and str(state) in errors[0]
+    assert "Traceback" not in result.stderr
+    assert state.read_bytes() == b"garbage" * 1000
 
 
 @pytest.mark.live

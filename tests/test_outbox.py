@@ -13,7 +13,7 @@ from qbit_consumer.tracking.outbox import PublishQueue
 from qbit_consumer.tracking.registry import Registry
 from qbit_consumer.tracking.state import State
 from tests.fixtures.rabbitmq import wait_until
-from tests.fixtures.service import random_hash, run_cli, write_ini
+from tests.fixtures.service import random_hash
 
 pytestmark = pytest.mark.live
 
@@ -68,17 +68,3 @@ def test_a_lifecycle_event_nobody_listens_for_is_logged_once_and_not_retried(
     assert len(warnings) == 1
     assert "downloads.completed" in warnings[0].getMessage()
     assert State(cfg.state.path).load_outbox() == []
-
-
-def test_a_corrupt_state_file_stops_the_service_with_one_line(tmp_path, amqp_url):
-    state = tmp_path / "state.sqlite3"
-    state.write_bytes(b"garbage" * 1000)
-    config = write_ini(
-        tmp_path / "config.ini", {"rabbitmq": {"url": amqp_url}, "state": {"path": state}}
-    )
-    result = run_cli("run", "--config", str(config))
-    assert result.returncode == 1
-    errors = [line for line in result.stderr.splitlines() if "state error" in line]
-    assert len(errors) == 1 and str(state) in errors[0]
-    assert "Traceback" not in result.stderr
-    assert state.read_bytes() == b"garbage" * 1000

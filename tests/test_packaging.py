@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
+from importlib.metadata import entry_points
 from pathlib import Path
+
+import pytest
+
+from qbit_consumer.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_dockerfile_entry_point_and_healthcheck_are_real_commands():
+def test_dockerfile_entry_point_and_healthcheck_are_real_commands(capsys):
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert 'ENTRYPOINT ["qbit-consumer"]' in dockerfile
     assert "USER qbit" in dockerfile and 'VOLUME ["/data"]' in dockerfile
@@ -18,15 +21,13 @@ def test_dockerfile_entry_point_and_healthcheck_are_real_commands():
         r'CMD \["qbit-consumer", "healthcheck", "--config", "([^"]+)"\]', dockerfile
     )
     assert healthcheck, "HEALTHCHECK must run `qbit-consumer healthcheck`"
-    # The same subcommands exist in the installed console script.
+    # `qbit-consumer` is the installed console script, and main has both subcommands.
+    [script] = entry_points(group="console_scripts", name="qbit-consumer")
+    assert script.load() is main
     for sub in ("run", "healthcheck"):
-        result = subprocess.run(
-            [sys.executable, "-m", "qbit_consumer", sub, "--help"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert result.returncode == 0 and "--config" in result.stdout
+        with pytest.raises(SystemExit) as exited:
+            main([sub, "--help"])
+        assert exited.value.code == 0 and "--config" in capsys.readouterr().out
 
 
 def test_compose_example_passes_secrets_through_the_environment():

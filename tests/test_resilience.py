@@ -38,14 +38,16 @@ def test_a_thread_that_dies_takes_the_service_down_with_exit_1(
 @pytest.mark.compat
 def test_a_wrong_password_never_gets_the_service_banned(qbit_factory, make_config, start_service):
     qbit = qbit_factory("ban-budget", max_failed_logins=5)  # qBittorrent's real default
-    start_service(
+    running = start_service(
         make_config(
             qbit,
             qbittorrent={"password": "not-the-password"},
             polling={"interval_seconds": 0.25, "failure_alert_threshold": 2},
         )
     )
+    rounds = running.service.poller.rounds
     time.sleep(5)  # 20 poll cycles, each of which would log in again without the gate
+    assert running.service.poller.rounds - rounds >= 15  # it did go on polling
 
     failures = qbit.app_log.count("WebAPI login failure")
     assert failures == 1, qbit.app_log[-2000:]
@@ -65,7 +67,7 @@ def test_a_wrong_password_in_the_url_never_gets_the_service_banned_by_qbittorren
     proxy = HttpFaultProxy(qbit.url)
     try:
         url = proxy.url.replace("http://", "http://admin:not-the-password@")
-        start_service(
+        running = start_service(
             make_config(
                 qbit,
                 qbittorrent={"url": url},
@@ -74,7 +76,9 @@ def test_a_wrong_password_in_the_url_never_gets_the_service_banned_by_qbittorren
         )
         [failed] = events.wait_for("downloads.polling_failed", timeout=15)
         assert "401 Unauthorized" in failed["error"] and "[qbittorrent] url" in failed["error"]
+        rounds = running.service.poller.rounds
         time.sleep(4)  # 16 poll cycles
+        assert running.service.poller.rounds - rounds >= 12  # it did go on polling
     finally:
         proxy.close()
     assert [status for _, status, _ in proxy.answers] == [401]

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
+from types import SimpleNamespace
 
+import pytest
+
+from tests.conftest import qbt_versions
 from tests.fixtures.qbittorrent import FETCH_SCRIPT, VERSIONS, qbittorrent_binary
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def fetch(version: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -43,7 +44,15 @@ def test_a_cached_build_is_found_again_without_the_network(tmp_path):
 
 
 def test_an_unreachable_mirror_is_one_line_naming_it(tmp_path):
-    failed = fetch("5.3.0", tmp_path, QBIT_CONSUMER_DEBIAN_MIRROR="http://127.0.0.1:9/debian")
+    # apt would try the refused connection again, for seconds, before the same line.
+    no_retries = tmp_path / "apt.conf"
+    no_retries.write_text('Acquire::Retries "0";\n')
+    failed = fetch(
+        "5.3.0",
+        tmp_path,
+        QBIT_CONSUMER_DEBIAN_MIRROR="http://127.0.0.1:9/debian",
+        APT_CONFIG=str(no_retries),
+    )
     assert failed.returncode == 1 and failed.stdout == ""
     [line] = failed.stderr.splitlines()
     assert line.startswith("missing: Debian's trixie trixie-backports package lists from ")
@@ -58,20 +67,7 @@ def test_an_unknown_version_is_one_line_listing_the_known_ones(tmp_path):
         "missing: no recipe for qBittorrent 6.0.0 (known: 5.3.0, 5.1.0; 4.5.2 is Debian "
         "bookworm's own)"
     ]
-    asked = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "--qbt",
-            "6.0.0",
-            "--collect-only",
-            "-q",
-            "tests/test_lifecycle.py",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        check=False,
-    )
-    assert asked.returncode != 0 and "unknown qBittorrent version(s) ['6.0.0']" in asked.stderr
+    # The test bed's --qbt (what `pytest --qbt 6.0.0` is checked with before any test runs).
+    asked = SimpleNamespace(getoption=lambda name: "6.0.0")
+    with pytest.raises(pytest.UsageError, match=r"unknown qBittorrent version\(s\) \['6.0.0'\]"):
+        qbt_versions(asked)

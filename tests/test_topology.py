@@ -20,8 +20,10 @@ def test_topology_is_declared_twice_without_error_and_queues_are_quorum(
     qbittorrent, make_config, start_service, broker, names
 ):
     cfg = make_config(qbittorrent)
-    start_service(cfg).stop()
-    start_service(cfg)  # the second start declares the same things again
+    assert start_service(cfg).stop() == 0
+    again = start_service(cfg)  # the second start declares the same things again
+    assert again.service.consumer.connected.is_set() and again.alive
+    assert again.stop() == 0  # a declaration that failed would have ended a thread: exit 1
     for queue in names.queues:
         broker.message_count(queue)  # passive declare: it exists
     arguments = dict(build_topology(cfg.rabbitmq, tuple(COMMANDS)).queues[0].arguments)

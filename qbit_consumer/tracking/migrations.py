@@ -100,8 +100,14 @@ def _added_on_instead_of_added_at(db: sqlite3.Connection) -> None:
 def _without_added_at(db: sqlite3.Connection) -> None:
     """Schema 3: the schema-2 code of 80f2dab to 8a4f4a7 labelled its files version 2 while
     they still had ``added_at REAL NOT NULL``, which today's rows do not fill: the first write
-    to such a file failed its constraint. Schema 3 is schema 2 as it was meant to be."""
-    _added_on_instead_of_added_at(db)
+    to such a file failed its constraint. Schema 3 is schema 2 as it was meant to be. Written
+    out, not a call of step 2: a released step never changes, and this one must not change
+    with it."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(downloads)")}
+    if "added_on" not in columns:
+        db.execute("ALTER TABLE downloads ADD COLUMN added_on INTEGER")
+    if "added_at" in columns:
+        db.execute("ALTER TABLE downloads DROP COLUMN added_at")
 
 
 #: Step n (counted from 1) turns a file of version n - 1 into one of version n.

@@ -101,7 +101,11 @@ def test_a_failure_keeps_what_was_understood_for_the_failed_event():
         ),
         ({"magnet": MAGNET, "category": "tv", "tags": ["t"] * 33}, "invalid_message", "at most 32"),
         ({"magnet": MAGNET, "category": "tv", "request_id": ""}, "invalid_message", "1-128"),
-        ({"magnet": "magnet:?xt=urn:btih:00", "category": "bogus"}, "invalid_magnet", ""),
+        (
+            {"magnet": "magnet:?xt=urn:btih:00", "category": "bogus"},
+            "invalid_magnet",
+            "btih info-hash '00' is neither 40 hex nor 32 base32",
+        ),
         ({"magnet": MAGNET, "category": "Movies"}, "invalid_category", "is not one of movies, tv"),
     ],
 )
