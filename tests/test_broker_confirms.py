@@ -60,9 +60,10 @@ def test_unroutable_messages_in_a_batch_are_told_apart_from_routed_ones(broker, 
 
 
 def test_publish_to_a_missing_exchange_ends_in_broker_unavailable_not_a_hang(broker):
-    broker.send(f"missing-{uuid.uuid4().hex[:6]}", "k", b"x", outgoing())
+    missing = f"missing-{uuid.uuid4().hex[:6]}"
+    broker.send(missing, "k", b"x", outgoing())
     started = time.monotonic()
-    with pytest.raises(BrokerUnavailable):
+    with pytest.raises(BrokerUnavailable, match=f"404 NOT_FOUND - no exchange '{missing}'"):
         broker.settle()
     # The broker's 404 ends the wait at its next round (a second at most), not a heartbeat
     # timeout later (a minute), which is all that would end a wait on a channel closed unseen.

@@ -45,6 +45,8 @@ class Broker:
         self._publisher: pika.channel.Channel | None = None
         self._inflight = InFlight()
         self._settling = False
+        #: Why the broker closed the channel (e.g. 404 no such exchange), for the error.
+        self._closed_because: BaseException | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -67,6 +69,7 @@ class Broker:
         self, connection: pika.BlockingConnection, channel: BlockingChannel
     ) -> None:
         self._publisher = channel._impl  # private: see the module docstring
+        self._closed_because = None
         self._inflight = InFlight()
         selected: list[bool] = []
 
@@ -75,6 +78,7 @@ class Broker:
             connection.call_later(0, _nothing)  # ends the process_data_events below
 
         self._publisher.add_on_return_callback(self._on_return)
+        self._publisher.add_on_close_callback(self._on_channel_closed)
         self._publisher.confirm_delivery(ack_nack_callback=self._on_confirm, callback=on_select_ok)
         deadline = time.monotonic() + CONFIRM_SELECT_TIMEOUT
         while not selected:
@@ -88,6 +92,9 @@ class Broker:
         self._inflight.confirm(method.delivery_tag, multiple=bool(method.multiple), ok=ok)
         if self._settling and not self._inflight and self._connection is not None:
             self._connection.call_later(0, _nothing)  # ends settle's wait at once
+
+    def _on_channel_closed(self, _channel: pika.channel.Channel, reason: BaseException) -> None:
+        self._closed_because = reason
 
     def _on_return(
         self,
@@ -250,13 +257,17 @@ class Broker:
         try:
             while self._inflight:
                 if not channel.is_open:
-                    raise pika.exceptions.ChannelClosed(0, "channel closed while publishing")
+                    raise self._closed_because or pika.exceptions.ChannelClosed(
+                        0, "channel closed while publishing"
+                    )
                 connection.process_data_events(time_limit=1.0)
         except AMQP_ERRORS as exc:
             self.close()
             raise BrokerUnavailable(f"publishing failed: {describe(exc)}") from exc
         finally:
             self._settling = False
+        #: Why the broker closed the channel (e.g. 404 no such exchange), for the error.
+        self._closed_because: BaseException | None = None
 
     # -- waiting without starving heartbeats -----------------------------------------------
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Final
 
 Step = Callable[[sqlite3.Connection], None]
@@ -136,15 +136,23 @@ def migrate(db: sqlite3.Connection, version: int) -> None:
     if not 0 <= version <= SCHEMA_VERSION:
         raise sqlite3.DatabaseError(f"unknown schema version {version}")
     for target, step in enumerate(STEPS[version:], start=version + 1):
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(db):
             step(db)
             db.execute(f"PRAGMA user_version={target}")
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                # A failed rollback leaves nothing to undo: SQLite has given the transaction
-                # up already, and the step's error is the one that tells what happened.
-                with contextlib.suppress(sqlite3.Error):
-                    db.execute("ROLLBACK")
-            raise
+
+
+@contextlib.contextmanager
+def transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction on an autocommit connection: committed when the block ends,
+    rolled back when it raises (the state file's writes use it too)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            # A failed rollback leaves nothing to undo: SQLite has given the transaction up
+            # already, and the block's error is the one that tells what happened.
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+        raise

@@ -37,7 +37,7 @@ import attrs
 from qbit_consumer.contract.events import Envelope
 from qbit_consumer.errors import StateError, StateUnavailable
 from qbit_consumer.model import Download, compact
-from qbit_consumer.tracking.migrations import SCHEMA_VERSION, migrate
+from qbit_consumer.tracking.migrations import SCHEMA_VERSION, migrate, transaction
 
 log = logging.getLogger(__name__)
 
@@ -224,18 +224,8 @@ class State:
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._writing() as db:
-            try:
-                db.execute("BEGIN IMMEDIATE")
-                yield db
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    # A failed rollback leaves nothing to save: SQLite has given up the
-                    # transaction already; the original error is the one that matters.
-                    with contextlib.suppress(sqlite3.Error):
-                        db.execute("ROLLBACK")
-                raise
+        with self._writing() as db, transaction(db):
+            yield db
 
 
 def _warn_if_empty(path: Path) -> None:
