@@ -22,18 +22,22 @@ def keys_of(*hashes: str | None) -> tuple[str, ...]:
     """Every id a torrent with these hashes may be listed under, in the order given: each
     hash, and a v2 one also cut to 40 hex. qBittorrent lists a hybrid torrent under its v2 id,
     and re-keys one added from a v1-only magnet there once its metadata arrives."""
-    keys: dict[str, None] = {}
+    keys: list[str] = []
     for value in hashes:
-        if value:
-            keys[value] = None
-            if len(value) > _V2_ID_CHARS:
-                keys[value[:_V2_ID_CHARS]] = None
+        if value and value not in keys:
+            keys.append(value)
+            if len(value) > _V2_ID_CHARS and value[:_V2_ID_CHARS] not in keys:
+                keys.append(value[:_V2_ID_CHARS])
     return tuple(keys)
 
 
 def find(index: Mapping[str, Torrent], keys: Iterable[str]) -> Torrent | None:
     """The torrent listed under the first of ``keys`` that ``index`` holds."""
-    return next((index[key] for key in keys if key in index), None)
+    for key in keys:
+        torrent = index.get(key)
+        if torrent is not None:
+            return torrent
+    return None
 
 
 @attrs.frozen(kw_only=True)
