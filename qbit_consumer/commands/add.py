@@ -46,6 +46,9 @@ MAX_TAG_CHARS: Final = 100
 LIST_TIMEOUT_SECONDS: Final = 15.0
 #: How long to wait for a batch before adding the missing ones again, one by one.
 BATCH_LIST_SECONDS: Final = 2.0
+#: Before a magnet that qBittorrent refused to add again counts as refused, the pause between
+#: the two full listings that look for it (see ``_held_already``).
+RELIST_PAUSE_SECONDS: Final = 1.0
 
 # qBittorrent joins tags with commas, so a comma would split one tag into two.
 _TAG_RE: Final = re.compile(r"^[^,\x00-\x1f\x7f]+$")
@@ -197,6 +200,7 @@ def add_downloads(
             (command.category, save_path_of(command.category), _tags(command)), []
         ).append(i)
     to_list: list[int] = []
+    taken_alone: set[int] = set()  # accepted in a call of its own: qBittorrent took this one
     for (category, save_path, tags), members in groups.items():
         try:
             qbit.ensure_category(category, save_path)
@@ -212,6 +216,8 @@ def add_downloads(
             continue
         if accepted:
             to_list.extend(members)
+            if len(members) == 1:
+                taken_alone.update(members)
         else:
             for i in members:  # nothing accepted: find out one by one
                 outcomes[i] = _add_one(qbit, commands[i], save_path)
@@ -224,7 +230,9 @@ def add_downloads(
         BATCH_LIST_SECONDS if len(to_list) > 1 else LIST_TIMEOUT_SECONDS,
     )
     for i in missing:
-        outcomes[i] = _add_one(qbit, commands[i], save_path_of(commands[i].category))
+        outcomes[i] = _add_one(
+            qbit, commands[i], save_path_of(commands[i].category), taken_before=i in taken_alone
+        )
 
     for i, command in enumerate(commands):  # later commands of the batch for the same hash
         if outcomes[i] is None:
@@ -235,21 +243,25 @@ def add_downloads(
     return [o for o in outcomes if o is not None]
 
 
-def _add_one(qbit: QbitClient, command: AddCommand, save_path: str) -> AddOutcome:
+def _add_one(
+    qbit: QbitClient, command: AddCommand, save_path: str, *, taken_before: bool = False
+) -> AddOutcome:
+    """Add one magnet and wait until it is listed. ``taken_before``: qBittorrent accepted this
+    very magnet a moment ago (it was alone in its add call) but did not list it: refusing it
+    now (it knows it already) is no rejection, whatever the listing says meanwhile."""
     try:
         accepted = qbit.add_magnet(
             command.magnet.uri, category=command.category, tags=_tags(command), save_path=save_path
         )
         if not accepted:
-            # A hybrid torrent added earlier from a v1-only magnet is re-keyed to its v2 id once
-            # its metadata arrives; hashes= cannot find it by v1, a full listing can.
-            keys = command.magnet.keys
-            existing = find(index_torrents(qbit.torrents(keys)), keys) or find(
-                index_torrents(qbit.all_torrents()), keys
-            )
-            if existing is None:
-                return InvalidCommand(QBITTORRENT_REJECTED, "qBittorrent refused the magnet link")
-            return _duplicate(qbit, existing, command)
+            existing = _held_already(qbit, command.magnet.keys)
+            if existing is not None:
+                return _duplicate(qbit, existing, command)
+            if taken_before:
+                return TransientError(
+                    "qBittorrent took the magnet but lists it under none of its ids yet"
+                )
+            return InvalidCommand(QBITTORRENT_REJECTED, "qBittorrent refused the magnet link")
         outcomes: list[AddOutcome | None] = [None]
         if _wait_listed(qbit, [command], [0], outcomes, LIST_TIMEOUT_SECONDS):
             return TransientError(
@@ -260,6 +272,24 @@ def _add_one(qbit: QbitClient, command: AddCommand, save_path: str) -> AddOutcom
         return outcomes[0]
     except QbitConsumerError as exc:
         return exc
+
+
+def _held_already(qbit: QbitClient, keys: Sequence[str]) -> Torrent | None:
+    """The torrent qBittorrent holds for ``keys``, after it refused to add them again.
+
+    A hybrid torrent added from a v1-only magnet is re-keyed to its v2 id once its metadata
+    arrives: ``hashes=`` cannot find it by v1 then, a full listing can. While the re-keying
+    happens, qBittorrent lists it under neither id for a moment, so a full listing that misses
+    it is asked once more before the magnet counts as refused: dead-lettering a download that
+    qBittorrent holds and goes on with would be a silent failure.
+    """
+    existing = find(index_torrents(qbit.torrents(keys)), keys)
+    for pause in (0.0, RELIST_PAUSE_SECONDS):
+        if existing is not None:
+            break
+        time.sleep(pause)
+        existing = find(index_torrents(qbit.all_torrents()), keys)
+    return existing
 
 
 def _wait_listed(

@@ -154,7 +154,10 @@ def test_qbittorrent_5_2_conflict_for_a_torrent_it_holds_is_a_duplicate(api):
     [(200, "Fails."), (409, "")],
     ids=["4.x Fails.", "5.2 409 Conflict"],
 )
-def test_a_refused_magnet_that_qbittorrent_does_not_hold_is_qbittorrent_rejected(api, status, body):
+def test_a_refused_magnet_that_qbittorrent_does_not_hold_is_qbittorrent_rejected(
+    api, status, body, monkeypatch
+):
+    monkeypatch.setattr(add, "RELIST_PAUSE_SECONDS", 0.0)
     login_204(api)
     api.add(responses.POST, f"{URL}/api/v2/torrents/info", json=[])
     api.add(responses.POST, f"{URL}/api/v2/torrents/add", status=status, body=body)
