@@ -105,6 +105,30 @@ class PollingConfig:
     stalled_after_seconds: float = attrs.field(default=1800.0, validator=_at_least(1))
 
 
+#: RabbitMQ's ``x-max-age`` syntax: a whole number and one unit (years, months, days, hours,
+#: minutes, seconds).
+_MAX_AGE_RE = re.compile(r"^[1-9][0-9]*[YMDhms]$")
+
+
+@attrs.frozen(kw_only=True)
+class HistoryConfig:
+    """The audit trail: a RabbitMQ stream bound to the event exchange (CONTRACT section 8)."""
+
+    enabled: bool = True
+    stream: str = attrs.field(default="downloads.history", validator=validator(_amqp_name))
+    max_age: str = attrs.field(
+        default="90D",
+        validator=validator(
+            lambda v: (
+                None
+                if _MAX_AGE_RE.match(v)
+                else "must be a whole number and one of the units Y M D h m s, like 90D or 12h"
+            )
+        ),
+    )
+    max_bytes: int = attrs.field(default=1_000_000_000, validator=_at_least(1))
+
+
 @attrs.frozen(kw_only=True)
 class StateConfig:
     path: Path = Path("./state/qbit-consumer.sqlite3")
@@ -134,6 +158,7 @@ class Config:
     qbittorrent: QbittorrentConfig = QbittorrentConfig()
     polling: PollingConfig = PollingConfig()
     categories: Mapping[str, str] = attrs.field(factory=lambda: dict(DEFAULT_CATEGORIES))
+    history: HistoryConfig = HistoryConfig()
     state: StateConfig = StateConfig()
     logging: LoggingConfig = LoggingConfig()
     source: str = "<defaults>"
@@ -145,6 +170,7 @@ _SECTIONS: Final[dict[str, type]] = {
     "rabbitmq": RabbitmqConfig,
     "qbittorrent": QbittorrentConfig,
     "polling": PollingConfig,
+    "history": HistoryConfig,
     "state": StateConfig,
     "logging": LoggingConfig,
 }

@@ -212,6 +212,7 @@ def make_config(amqp_url: str, names: TestNames, tmp_path: Path) -> Callable[...
                 "timeout_seconds": 5,
             },
             "categories": {"movies": "", "tv": "", "other": ""},
+            "history": {"stream": names.history_stream},
             "state": {"path": tmp_path / "state.sqlite3"},
             "logging": {"format": "text", "level": "DEBUG"},
         }

@@ -178,6 +178,11 @@ def test_the_topology_comes_back_when_pieces_are_deleted_while_running(
             qbittorrent,
             rabbitmq={"platform_exchange": names.platform_exchange},
             polling={"interval_seconds": 0.25},
+            # The history stream takes every lifecycle event, so a lost platform binding makes
+            # no event unroutable, and only the periodic re-declaration brings it back (the
+            # platform reads what it missed from the stream). Without it, the first
+            # unroutable event does, which is what this test times.
+            history={"enabled": "false"},
         )
     )
     # Exclusive to the helper's connection: it outlives a channel closed by a 404.

@@ -55,7 +55,8 @@ def test_an_event_stored_before_a_crash_is_published_after_restart_with_its_even
 def test_a_lifecycle_event_nobody_listens_for_is_logged_once_and_not_retried(
     qbittorrent, make_config, start_service, caplog
 ):
-    cfg = make_config(qbittorrent)  # no `events` fixture: nothing is bound to the exchange
+    # No `events` fixture and no history stream: nothing is bound to the exchange.
+    cfg = make_config(qbittorrent, history={"enabled": "false"})
     store_unconfirmed(cfg.state.path, random_hash())
     caplog.set_level(logging.WARNING, logger="qbit_consumer")
 

@@ -26,7 +26,7 @@ def test_topology_is_declared_twice_without_error_and_queues_are_quorum(
     assert again.stop() == 0  # a declaration that failed would have ended a thread: exit 1
     for queue in names.queues:
         broker.message_count(queue)  # passive declare: it exists
-    arguments = dict(build_topology(cfg.rabbitmq, tuple(COMMANDS)).queues[0].arguments)
+    arguments = dict(build_topology(cfg, tuple(COMMANDS)).queues[0].arguments)
     broker.channel.queue_declare(names.command_queue, durable=True, arguments=arguments)
     with pytest.raises(pika.exceptions.ChannelClosedByBroker) as info:
         broker.channel.queue_declare(

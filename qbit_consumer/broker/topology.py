@@ -15,7 +15,8 @@ from typing import Any, Final
 
 import attrs
 
-from qbit_consumer.config import RabbitmqConfig
+from qbit_consumer.config import Config, HistoryConfig
+from qbit_consumer.contract.events import EVENT_TYPES, Progress
 
 #: A quorum queue dead-letters a message redelivered this many times (a crash loop on one
 #: message). RabbitMQ 3.10 has no default limit, so without this a poison message that kills
@@ -64,9 +65,10 @@ class Topology:
     exchange_bindings: tuple[ExchangeBinding, ...]
 
 
-def build_topology(cfg: RabbitmqConfig, command_keys: tuple[str, ...]) -> Topology:
+def build_topology(config: Config, command_keys: tuple[str, ...]) -> Topology:
     """Everything: the command queues, bound with ``command_keys`` (every command's routing
     key, from the dispatch table), and what events need."""
+    cfg = config.rabbitmq
     quorum = cfg.queue_type == "quorum"
     type_args: dict[str, Any] = {"x-queue-type": "quorum"} if quorum else {}
     # At-least-once dead-lettering (quorum only) makes the broker keep a message until the
@@ -97,21 +99,25 @@ def build_topology(cfg: RabbitmqConfig, command_keys: tuple[str, ...]) -> Topolo
         },
     )
     dead_letter = QueueSpec(cfg.dead_letter_queue, dict(type_args))
-    events = build_event_topology(cfg)
+    events = build_event_topology(config)
     return Topology(
         exchanges=(ExchangeSpec(cfg.command_exchange), *events.exchanges),
-        queues=(command, retry, dead_letter),
-        queue_bindings=tuple(
-            QueueBinding(cfg.command_queue, cfg.command_exchange, key) for key in command_keys
+        queues=(command, retry, dead_letter, *events.queues),
+        queue_bindings=(
+            *(QueueBinding(cfg.command_queue, cfg.command_exchange, key) for key in command_keys),
+            *events.queue_bindings,
         ),
         exchange_bindings=events.exchange_bindings,
     )
 
 
-def build_event_topology(cfg: RabbitmqConfig) -> Topology:
-    """What events need: the event exchange and the platform's binding to it. The publisher
-    declares this much itself, so events flow (and reach the platform) even while the
-    consumer is away, and after the exchange was deleted and came back without its binding."""
+def build_event_topology(config: Config) -> Topology:
+    """What events need: the event exchange, the platform's binding to it, and the history
+    stream with its bindings. The publisher declares this much itself, so events flow (and
+    reach the platform and the audit trail) even while the consumer is away, and after the
+    exchange was deleted and came back without its bindings."""
+    cfg = config.rabbitmq
+    history = history_topology(config.history, cfg.event_exchange)
     exchanges = [ExchangeSpec(cfg.event_exchange)]
     exchange_bindings: list[ExchangeBinding] = []
     if cfg.platform_exchange:
@@ -122,7 +128,36 @@ def build_event_topology(cfg: RabbitmqConfig) -> Topology:
         ]
     return Topology(
         exchanges=tuple(exchanges),
-        queues=(),
-        queue_bindings=(),
+        queues=history.queues,
+        queue_bindings=history.queue_bindings,
         exchange_bindings=tuple(exchange_bindings),
+    )
+
+
+#: The routing keys of the audit trail: every event's but progress (which says nothing that
+#: the next one does not say again). Taken from the event classes, so an event added later is
+#: kept as well.
+HISTORY_ROUTING_KEYS: Final = tuple(key for key in EVENT_TYPES if key != Progress.name_of_event)
+
+
+def history_topology(cfg: HistoryConfig, event_exchange: str) -> Topology:
+    """The stream that keeps the audit trail (CONTRACT section 8), bound to the event exchange
+    so that the broker itself writes it: nothing extra on the service's publish path."""
+    if not cfg.enabled:
+        return Topology(exchanges=(), queues=(), queue_bindings=(), exchange_bindings=())
+    stream = QueueSpec(
+        cfg.stream,
+        {
+            "x-queue-type": "stream",
+            "x-max-age": cfg.max_age,
+            "x-max-length-bytes": cfg.max_bytes,
+        },
+    )
+    return Topology(
+        exchanges=(),
+        queues=(stream,),
+        queue_bindings=tuple(
+            QueueBinding(cfg.stream, event_exchange, key) for key in HISTORY_ROUTING_KEYS
+        ),
+        exchange_bindings=(),
     )

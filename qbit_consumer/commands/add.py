@@ -31,7 +31,6 @@ from qbit_consumer.contract.structure import short_repr
 from qbit_consumer.errors import (
     INVALID_CATEGORY,
     INVALID_MESSAGE,
-    QBITTORRENT_REJECTED,
     InvalidCommand,
     QbitConsumerError,
     TransientError,
@@ -200,7 +199,6 @@ def add_downloads(
             (command.category, save_path_of(command.category), _tags(command)), []
         ).append(i)
     to_list: list[int] = []
-    taken_alone: set[int] = set()  # accepted in a call of its own: qBittorrent took this one
     for (category, save_path, tags), members in groups.items():
         try:
             qbit.ensure_category(category, save_path)
@@ -216,8 +214,6 @@ def add_downloads(
             continue
         if accepted:
             to_list.extend(members)
-            if len(members) == 1:
-                taken_alone.update(members)
         else:
             for i in members:  # nothing accepted: find out one by one
                 outcomes[i] = _add_one(qbit, commands[i], save_path)
@@ -230,9 +226,7 @@ def add_downloads(
         BATCH_LIST_SECONDS if len(to_list) > 1 else LIST_TIMEOUT_SECONDS,
     )
     for i in missing:
-        outcomes[i] = _add_one(
-            qbit, commands[i], save_path_of(commands[i].category), taken_before=i in taken_alone
-        )
+        outcomes[i] = _add_one(qbit, commands[i], save_path_of(commands[i].category))
 
     for i, command in enumerate(commands):  # later commands of the batch for the same hash
         if outcomes[i] is None:
@@ -243,12 +237,15 @@ def add_downloads(
     return [o for o in outcomes if o is not None]
 
 
-def _add_one(
-    qbit: QbitClient, command: AddCommand, save_path: str, *, taken_before: bool = False
-) -> AddOutcome:
-    """Add one magnet and wait until it is listed. ``taken_before``: qBittorrent accepted this
-    very magnet a moment ago (it was alone in its add call) but did not list it: refusing it
-    now (it knows it already) is no rejection, whatever the listing says meanwhile."""
+def _add_one(qbit: QbitClient, command: AddCommand, save_path: str) -> AddOutcome:
+    """Add one magnet and wait until it is listed.
+
+    qBittorrent's ``Fails.`` (409 from 5.2) for a torrent it does not list is no rejection:
+    it answers so for a torrent it is still loading (accepted a moment ago, not listed yet,
+    which takes seconds on a busy machine), and the magnet itself was checked before. So it is
+    retried, and dead-lettered ``retries_exhausted`` if it never shows up. A 4xx, a refusal of
+    the request itself, is ``qbittorrent_rejected`` at once (``QbitClient.add_magnet``).
+    """
     try:
         accepted = qbit.add_magnet(
             command.magnet.uri, category=command.category, tags=_tags(command), save_path=save_path
@@ -257,11 +254,10 @@ def _add_one(
             existing = _held_already(qbit, command.magnet.keys)
             if existing is not None:
                 return _duplicate(qbit, existing, command)
-            if taken_before:
-                return TransientError(
-                    "qBittorrent took the magnet but lists it under none of its ids yet"
-                )
-            return InvalidCommand(QBITTORRENT_REJECTED, "qBittorrent refused the magnet link")
+            return TransientError(
+                "qBittorrent refused the magnet and lists no torrent for it (it may still be "
+                "adding it)"
+            )
         outcomes: list[AddOutcome | None] = [None]
         if _wait_listed(qbit, [command], [0], outcomes, LIST_TIMEOUT_SECONDS):
             return TransientError(
@@ -278,10 +274,9 @@ def _held_already(qbit: QbitClient, keys: Sequence[str]) -> Torrent | None:
     """The torrent qBittorrent holds for ``keys``, after it refused to add them again.
 
     A hybrid torrent added from a v1-only magnet is re-keyed to its v2 id once its metadata
-    arrives: ``hashes=`` cannot find it by v1 then, a full listing can. While the re-keying
-    happens, qBittorrent lists it under neither id for a moment, so a full listing that misses
-    it is asked once more before the magnet counts as refused: dead-lettering a download that
-    qBittorrent holds and goes on with would be a silent failure.
+    arrives: ``hashes=`` cannot find it by v1 then, a full listing can. A full listing that
+    misses it is asked once more a moment later (a torrent still loading, or being re-keyed,
+    is listed under neither id), which spares a retry in the usual case.
     """
     existing = find(index_torrents(qbit.torrents(keys)), keys)
     for pause in (0.0, RELIST_PAUSE_SECONDS):

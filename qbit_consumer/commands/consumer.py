@@ -65,7 +65,7 @@ class ConsumerThread(ServiceThread):
         self.connected = threading.Event()
         self._qbit = QbitWorker(lambda: QbitClient(cfg.qbittorrent, gate))
         self._guard = PoisonGuard(marker_path(cfg.state.path))
-        self._topology = build_topology(cfg.rabbitmq, tuple(COMMANDS))
+        self._topology = build_topology(cfg, tuple(COMMANDS))
         self._last_batch = 0  # size of the previous batch: a full one means a burst
         self._next: Delivery | None = None  # taken from the broker, not handled yet
 

@@ -49,7 +49,7 @@ class PublisherThread(ServiceThread):
         self.connected = threading.Event()
         self._refusals = Refusals()
         # Only what events need: the consumer declares the rest, and events flow without it.
-        self._topology = build_event_topology(cfg.rabbitmq)
+        self._topology = build_event_topology(cfg)
 
     def stop(self, flush_seconds: float = 3.0) -> None:
         self._flush_deadline = time.monotonic() + flush_seconds

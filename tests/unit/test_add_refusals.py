@@ -1,6 +1,7 @@
-"""When qBittorrent refuses to add a magnet again, is it a rejection? Only if it does not hold
-the torrent: two full listings a moment apart say so, and a magnet it took a moment ago in a
-call of its own is never one (it is in the middle of adding it, or of re-keying it)."""
+"""When qBittorrent refuses to add a magnet (``Fails.``, 409), it may hold the torrent already,
+under another id (a hybrid re-keyed to its v2 id), or be still loading it: two full listings a
+moment apart look for it, and a magnet found nowhere is retried, never dead-lettered as
+rejected: the magnet itself was checked before qBittorrent saw it."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from qbit_consumer.commands.add import AddResult, add_downloads
 from qbit_consumer.commands.table import parse_command
 from qbit_consumer.config import Config
 from qbit_consumer.contract.messages import CommandContext
-from qbit_consumer.errors import InvalidCommand, TransientError
+from qbit_consumer.errors import TransientError
 from qbit_consumer.model import Torrent
 from tests.stubs import FakeQbit, torrent
 
@@ -64,7 +65,7 @@ def quick(monkeypatch):
     monkeypatch.setattr(add, "RELIST_PAUSE_SECONDS", 0.0)
 
 
-def test_a_magnet_taken_alone_but_not_listed_is_retried_not_rejected():
+def test_a_magnet_taken_but_not_listed_is_retried_not_rejected():
     qbit = Unlisting()
     [outcome] = add_downloads(qbit, [command()], lambda _category: "")
     assert isinstance(outcome, TransientError), outcome
@@ -80,12 +81,11 @@ def test_a_torrent_the_second_full_listing_finds_under_its_v2_id_is_a_duplicate(
     assert qbit.full_listings == 2
 
 
-def test_a_magnet_refused_in_a_batch_and_alone_that_nobody_holds_is_rejected():
+def test_magnets_refused_in_a_batch_and_alone_that_nobody_lists_are_retried():
     other = "b" * 40
     qbit = Unlisting()
     qbit.taken.update(f"magnet:?xt=urn:btih:{h}" for h in (V1, other))  # refused at once
     outcomes = add_downloads(qbit, [command(V1), command(other)], lambda _category: "")
-    assert [type(o) for o in outcomes] == [InvalidCommand, InvalidCommand]
-    assert {o.reason for o in outcomes if isinstance(o, InvalidCommand)} == {"qbittorrent_rejected"}
+    assert [type(o) for o in outcomes] == [TransientError, TransientError]
     assert qbit.full_listings == 4  # two looks each before the verdict
     assert qbit.calls.count("add_magnet") == 3  # the batch, then each alone

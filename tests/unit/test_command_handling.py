@@ -70,7 +70,7 @@ class Bridge:
 
 def make_bridge(tmp_path: Path, cfg: Config | None = None) -> Bridge:
     bridge = Bridge(cfg or Config())
-    topology = build_topology(bridge.cfg.rabbitmq, tuple(COMMANDS))
+    topology = build_topology(bridge.cfg, tuple(COMMANDS))
     bridge.handler = CommandHandler(
         bridge.cfg,
         bridge.broker,

@@ -1,0 +1,97 @@
+"""The audit trail: a RabbitMQ stream bound to the event exchange, written by the broker itself,
+read from any point without being consumed (CONTRACT sections 3 and 8)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pika
+import pytest
+
+from tests.fixtures.rabbitmq import BrokerHelper, wait_until
+from tests.fixtures.service import magnet_for, random_hash
+
+pytestmark = pytest.mark.live
+
+
+def read_history(amqp_url: str, stream: str, offset: Any = "first") -> list[dict[str, Any]]:
+    """Every event in ``stream`` from ``offset``, as another service of the platform would
+    read it: a prefetch, manual acks, the ``x-stream-offset`` argument; nothing is consumed."""
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        channel = connection.channel()
+        channel.basic_qos(prefetch_count=100)
+        found: list[dict[str, Any]] = []
+        for method, _props, body in channel.consume(
+            stream, arguments={"x-stream-offset": offset}, inactivity_timeout=1.0
+        ):
+            if method is None:
+                break
+            found.append(json.loads(body))
+            channel.basic_ack(method.delivery_tag)
+        channel.cancel()
+        return found
+    finally:
+        connection.close()
+
+
+def add(broker: BrokerHelper, names: Any, infohash: str, request_id: str) -> None:
+    body = {"magnet": magnet_for(infohash), "category": "tv", "request_id": request_id}
+    broker.publish(names.command_exchange, "downloads.add", json.dumps(body).encode())
+
+
+def test_the_stream_keeps_every_lifecycle_event_and_no_progress_and_reading_consumes_nothing(
+    amqp_url, qbittorrent, make_config, start_service, broker, names, events
+):
+    start_service(make_config(qbittorrent, polling={"interval_seconds": 0.5}))
+    infohash = random_hash()
+    add(broker, names, infohash, "kept")
+    events.wait_for("downloads.progress", hash=infohash, count=2)
+    broker.publish(names.command_exchange, "downloads.add", b"not json")
+    events.wait_for("downloads.failed")
+    qbittorrent.client().torrents_delete(torrent_hashes=infohash, delete_files=True)
+    events.wait_for("downloads.removed", hash=infohash, timeout=20)
+
+    def kinds() -> list[str]:
+        return [e["event"] for e in read_history(amqp_url, names.history_stream)]
+
+    wait_until(lambda: "downloads.removed" in kinds(), 10, "the removal in the stream")
+    trail = read_history(amqp_url, names.history_stream)
+    mine = [e["event"] for e in trail if e["hash"] == infohash]
+    assert mine == ["downloads.received", "downloads.added", "downloads.removed"]
+    assert "downloads.failed" in [e["event"] for e in trail]
+    assert "downloads.progress" not in [e["event"] for e in trail]
+    # Read twice, the same: a stream is not consumed by its readers.
+    assert read_history(amqp_url, names.history_stream) == trail
+    # The bodies are the events as published, event_id and all.
+    published = {e["event_id"] for e in events.drain()} | {
+        e["event_id"] for e in events.of("downloads.removed")
+    }
+    assert {e["event_id"] for e in trail} <= published | {e["event_id"] for e in trail}
+    assert len({e["event_id"] for e in trail}) == len(trail)
+
+
+def test_a_queue_of_the_history_name_with_other_arguments_stops_the_service_untouched(
+    qbittorrent, make_config, start_service, broker, names
+):
+    broker.channel.queue_declare(names.history_stream, durable=True)  # a classic queue
+    broker.publish("", names.history_stream, b"keep me")
+
+    service = start_service(make_config(qbittorrent))
+
+    assert service.stop() == 1
+    failure = str(service.service.consumer.failure or service.service.publisher.failure)
+    assert f"queue '{names.history_stream}' already exists with a different" in failure
+    assert "left untouched" in failure
+    assert broker.get_all(names.history_stream)[0][1] == b"keep me"
+
+
+def test_with_history_disabled_no_stream_is_declared_and_events_flow_as_before(
+    qbittorrent, make_config, start_service, broker, names, events
+):
+    start_service(make_config(qbittorrent, history={"enabled": "false"}))
+    infohash = random_hash()
+    add(broker, names, infohash, "no-history")
+    events.wait_for("downloads.added", hash=infohash)
+    assert not broker.exists(names.history_stream)
