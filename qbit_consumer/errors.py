@@ -8,6 +8,7 @@ enter our code, so that the rest of the service decides what to do from the exce
 * ``TransientError``: it may work later; the command goes through the retry queue.
 * ``BrokerUnavailable``: the RabbitMQ connection is gone; reconnect and carry on.
 * ``TopologyConflict``: a queue or exchange exists with other arguments; stop, delete nothing.
+* ``HistoryUnavailable``: the history stream cannot be read (``qbit-consumer history``).
 * ``ShuttingDown``: the service is stopping; the work in hand is abandoned, its message unacked.
 
 The one place that maps these onto ack / retry / dead-letter is ``qbit_consumer.commands.handling``.
@@ -78,6 +79,12 @@ class TopologyConflict(QbitConsumerError):
 
     Fatal on purpose: redeclaring or deleting it could lose the self-hoster's messages.
     """
+
+
+class HistoryUnavailable(QbitConsumerError):
+    """The history stream cannot be read: it does not exist (history disabled, or the service
+    never ran against this broker), or it is not a stream. The message is the one line the
+    user sees."""
 
 
 class ShuttingDown(QbitConsumerError):

@@ -4,11 +4,13 @@ read from any point without being consumed (CONTRACT sections 3 and 8)."""
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pika
 import pytest
 
+from qbit_consumer.cli.main import main
 from tests.fixtures.rabbitmq import BrokerHelper, wait_until
 from tests.fixtures.service import magnet_for, random_hash
 
@@ -95,3 +97,99 @@ def test_with_history_disabled_no_stream_is_declared_and_events_flow_as_before(
     add(broker, names, infohash, "no-history")
     events.wait_for("downloads.added", hash=infohash)
     assert not broker.exists(names.history_stream)
+
+
+KINDS = {"received", "added", "removed", "completed", "failed", "paused", "stalled", "errored"}
+
+
+def history_cli(cfg, *args: str, capsys) -> tuple[int, list[str]]:
+    """What `qbit-consumer history` prints, but the config's own warnings (a readable file)."""
+    code = main(["history", "--config", cfg.source, *args])
+    captured = capsys.readouterr()
+    lines = (captured.out + captured.err).splitlines()
+    return code, [line for line in lines if not line.startswith("warning:")]
+
+
+def test_history_hash_prints_a_downloads_timeline_and_json_prints_the_bodies_unchanged(
+    amqp_url, qbittorrent, make_config, start_service, broker, names, events, capsys
+):
+    cfg = make_config(qbittorrent, polling={"interval_seconds": 0.5})
+    start_service(cfg)
+    infohash, other = random_hash(), random_hash()
+    add(broker, names, infohash, "timeline")
+    add(broker, names, other, "someone-else")
+    events.wait_for("downloads.added", hash=other)
+    qbittorrent.client().torrents_delete(torrent_hashes=infohash, delete_files=True)
+    events.wait_for("downloads.removed", hash=infohash, timeout=20)
+    wait_until(
+        lambda: any(
+            e["event"] == "downloads.removed" for e in read_history(amqp_url, names.history_stream)
+        ),
+        10,
+        "the removal in the stream",
+    )
+
+    code, lines = history_cli(cfg, "--hash", infohash.upper(), capsys=capsys)
+
+    assert code == 0
+    assert [next(w for w in line.split() if w in KINDS) for line in lines] == [
+        "received",
+        "added",
+        "removed",
+    ], lines
+    assert all(line.split()[2].startswith("+") for line in lines[1:]), lines
+    assert all("id=timeline" in line for line in lines)
+    code, bodies = history_cli(cfg, "--request-id", "timeline", "--json", capsys=capsys)
+    kept = [e for e in read_history(amqp_url, names.history_stream) if e["hash"] == infohash]
+    assert [json.loads(body) for body in bodies] == kept
+
+
+def test_history_since_starts_reading_at_that_time_not_at_the_beginning(
+    amqp_url, qbittorrent, make_config, start_service, broker, names, events
+):
+    from datetime import UTC, datetime
+
+    from qbit_consumer.broker.stream import StreamReader
+
+    start_service(make_config(qbittorrent))
+    early = [random_hash() for _ in range(3)]
+    for infohash in early:
+        add(broker, names, infohash, "early")
+    for infohash in early:
+        events.wait_for("downloads.added", hash=infohash)
+    time.sleep(1.5)  # a stream's timestamps are whole seconds
+    mark = datetime.now(UTC)
+    time.sleep(1.0)
+    late = random_hash()
+    add(broker, names, late, "late")
+    events.wait_for("downloads.added", hash=late)
+    wait_until(lambda: len(read_history(amqp_url, names.history_stream)) == 8, 10, "8 events")
+
+    everything = read_history(amqp_url, names.history_stream)
+    reader = StreamReader(amqp_url, role="test")
+    reader.connect()
+    try:
+        end = reader.stream_end(names.history_stream)
+        read = list(reader.read(names.history_stream, mark, end))
+    finally:
+        reader.close()
+    # The offsets prove where the reading began: the 6 older events were never sent to it.
+    assert [offset for offset, _ in read] == [6, 7]
+    assert [json.loads(body)["request_id"] for _, body in read] == ["late", "late"]
+    assert len(everything) == 8
+
+
+def test_history_of_a_missing_stream_or_an_empty_range_says_so_in_one_line(
+    qbittorrent, make_config, start_service, broker, names, events, capsys
+):
+    missing = make_config(qbittorrent, history={"stream": f"{names.history_stream}.nowhere"})
+    code, lines = history_cli(missing, capsys=capsys)
+    assert code == 1 and len(lines) == 1
+    assert "there is no history stream" in lines[0]
+
+    cfg = make_config(qbittorrent)
+    start_service(cfg)
+    add(broker, names, random_hash(), "now")
+    events.wait_for("downloads.added", request_id="now")
+    code, lines = history_cli(cfg, "--since", "2000-01-01", "--until", "2000-01-02", capsys=capsys)
+    assert code == 0 and len(lines) == 1 and lines[0].startswith("no events in"), lines

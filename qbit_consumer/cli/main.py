@@ -9,6 +9,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from qbit_consumer.broker import Broker
@@ -55,6 +56,15 @@ def _parser() -> argparse.ArgumentParser:
         metavar="KEY",
         help="binding keys, e.g. downloads.completed (default: all)",
     )
+    history = command("history", "the audit trail: events kept in the history stream")
+    download = history.add_mutually_exclusive_group()
+    download.add_argument("--hash", help="one download's timeline, by any of its info-hashes")
+    download.add_argument("--request-id", help="one download's timeline, by its request id")
+    history.add_argument("--since", help="from this long ago (7d, 12h, 30m) or this date")
+    history.add_argument("--until", help="up to this long ago or this date")
+    shape = history.add_mutually_exclusive_group()
+    shape.add_argument("--json", action="store_true", help="the event bodies, one per line")
+    shape.add_argument("--summary", action="store_true", help="counts, failures, durations")
     dlq = sub.add_parser("dlq", help="read or replay the dead-letter queue")
     dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
     command("list", "show the dead-lettered commands and why (they stay in the queue)", dlq_sub)
@@ -121,11 +131,44 @@ def _operate(cfg: Config, args: argparse.Namespace) -> int:
         print(f"sent (message_id {message_id})")
     elif args.command == "watch":
         ops.watch(cfg, args.events)
+    elif args.command == "history":
+        return _history(cfg, args)
     elif args.dlq_command == "list":
         ops.dlq_list(cfg)
     else:
         moved = ops.dlq_replay(cfg, None if args.all else set(args.numbers))
         print(f"{moved} command(s) moved back to {cfg.rabbitmq.command_queue}")
+    return EXIT_OK
+
+
+def _history(cfg: Config, args: argparse.Namespace) -> int:
+    from qbit_consumer.cli.history import history
+    from qbit_consumer.history.trail import hash_forms, parse_when
+
+    if not cfg.history.enabled:
+        print(
+            "qbit-consumer: history is disabled in the config ([history] enabled = false): "
+            "nothing is kept",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+    now = datetime.now(UTC)
+    try:
+        since = parse_when(args.since, now) if args.since else None
+        until = parse_when(args.until, now) if args.until else None
+        hashes = hash_forms(args.hash) if args.hash else None
+    except ValueError as exc:
+        print(f"qbit-consumer: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    history(
+        cfg,
+        since=since,
+        until=until,
+        hashes=hashes,
+        request_id=args.request_id,
+        as_json=args.json,
+        summary=args.summary,
+    )
     return EXIT_OK
 
 

@@ -95,10 +95,11 @@ def send(cfg: Config, magnet: str, category: str, request_id: str | None, tags: 
 def watch(
     cfg: Config,
     binding_keys: list[str],
-    out: TextIO = sys.stdout,
+    out: TextIO | None = None,
     stop: Callable[[], bool] = lambda: False,
 ) -> None:
     """Print events as they arrive, one readable line each, until ``stop()`` or Ctrl-C."""
+    out = out or sys.stdout  # the stream of the moment (tests replace it)
     broker = _connect(cfg, "watch")
     try:
         for delivery in broker.listen(cfg.rabbitmq.event_exchange, binding_keys):
@@ -115,7 +116,13 @@ def format_event(body: bytes) -> str:
         e = json.loads(body)
     except ValueError:
         return f"(not JSON) {body[:100]!r}"
-    clock = _clock(e.get("occurred_at"))
+    kind, who, what = event_parts(e)
+    return f"{_clock(e.get('occurred_at'))} {kind:<17} {who}  {what}".rstrip()
+
+
+def event_parts(e: dict[str, Any]) -> tuple[str, str, str]:
+    """An event in three columns a person reads: its kind, which download (or qBittorrent),
+    and what it says, with its category and request id."""
     kind = str(e.get("event", "?")).removeprefix("downloads.")
     who = f"{e.get('name') or (e.get('hash') or '')[:12]}"
     tail = f"  [{e['category']}]" if e.get("category") else ""
@@ -124,10 +131,10 @@ def format_event(body: bytes) -> str:
         case "progress":
             what = (
                 f"{_bar(e['progress'])} {e['progress'] * 100:5.1f}%  "
-                f"{_size(e['dlspeed'])}/s  eta {_eta(e.get('eta'))}  {e['state']}"
+                f"{size(e['dlspeed'])}/s  eta {_eta(e.get('eta'))}  {e['state']}"
             )
         case "completed":
-            what = f"{_size(e['size'])} in {e['content_path']}"
+            what = f"{size(e['size'])} in {e['content_path']}"
         case "added":
             what = f"in {e['save_path']}" + (
                 "  (was already in qBittorrent)" if e["duplicate"] else ""
@@ -148,7 +155,7 @@ def format_event(body: bytes) -> str:
             what, who = f"answers again after {e['outage_seconds']:.0f} s", "qBittorrent"
         case _:
             what = ""
-    return f"{clock} {kind:<17} {who}  {what}{tail}".rstrip()
+    return kind, who, f"{what}{tail}"
 
 
 def _bar(fraction: float, width: int = 20) -> str:
@@ -156,7 +163,7 @@ def _bar(fraction: float, width: int = 20) -> str:
     return "[" + "#" * filled + "-" * (width - filled) + "]"
 
 
-def _size(n: float) -> str:
+def size(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if abs(n) < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -190,8 +197,9 @@ def _each_dead_letter(broker: OperatorBroker, queue: str) -> Iterator[Delivery]:
         yield delivery
 
 
-def dlq_list(cfg: Config, out: TextIO = sys.stdout) -> int:
+def dlq_list(cfg: Config, out: TextIO | None = None) -> int:
     """Print the dead-lettered commands; they stay in the queue. Returns how many."""
+    out = out or sys.stdout  # the stream of the moment (tests replace it)
     broker = _connect(cfg, "dlq")
     taken: list[Delivery] = []
     try:
@@ -216,11 +224,12 @@ def dlq_list(cfg: Config, out: TextIO = sys.stdout) -> int:
     return len(taken)
 
 
-def dlq_replay(cfg: Config, numbers: set[int] | None, out: TextIO = sys.stdout) -> int:
+def dlq_replay(cfg: Config, numbers: set[int] | None, out: TextIO | None = None) -> int:
     """Move dead-lettered commands (all, or those numbered as in ``dlq list``) back to the
     command queue, each without the headers the service added. Each copy is confirmed by the
     broker before its DLQ original is acked: an interruption can repeat a command (handled as
     a duplicate), never lose one. Returns how many were moved."""
+    out = out or sys.stdout  # the stream of the moment (tests replace it)
     broker = _connect(cfg, "dlq")
     moved = 0
     keep: list[Delivery] = []
@@ -249,4 +258,13 @@ def dlq_replay(cfg: Config, numbers: set[int] | None, out: TextIO = sys.stdout) 
     return moved
 
 
-__all__ = ["InvalidCommand", "dlq_list", "dlq_replay", "format_event", "send", "watch"]
+__all__ = [
+    "InvalidCommand",
+    "dlq_list",
+    "dlq_replay",
+    "event_parts",
+    "format_event",
+    "send",
+    "size",
+    "watch",
+]

@@ -29,6 +29,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "qbit": {"config", "errors", "model", "redact"},
     "commands": {"broker", "config", "contract", "errors", "model", "qbit", "redact", "threads"},
     "tracking": {"broker", "config", "contract", "errors", "model", "qbit", "redact", "threads"},
+    "history": {"contract", "errors"},
     "health": {"config", "threads"},
     "service": {"commands", "config", "errors", "health", "qbit", "threads", "tracking"},
     "cli": {
@@ -38,6 +39,7 @@ MAY_IMPORT: dict[str, set[str]] = {
         "contract",
         "errors",
         "health",
+        "history",
         "logs",
         "qbit",
         "redact",
