@@ -4,6 +4,7 @@ read from any point without being consumed (CONTRACT sections 3 and 8)."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import Any
 
@@ -90,9 +91,11 @@ def test_a_queue_of_the_history_name_with_other_arguments_stops_the_service_unto
 
 
 def test_with_history_disabled_no_stream_is_declared_and_events_flow_as_before(
-    qbittorrent, make_config, start_service, broker, names, events
+    qbittorrent, make_config, start_service, broker, names, events, caplog
 ):
+    caplog.set_level(logging.INFO, logger="qbit_consumer")
     start_service(make_config(qbittorrent, history={"enabled": "false"}))
+    assert any("history is disabled: nothing to rebuild" in r.getMessage() for r in caplog.records)
     infohash = random_hash()
     add(broker, names, infohash, "no-history")
     events.wait_for("downloads.added", hash=infohash)
@@ -193,3 +196,49 @@ def test_history_of_a_missing_stream_or_an_empty_range_says_so_in_one_line(
     events.wait_for("downloads.added", request_id="now")
     code, lines = history_cli(cfg, "--since", "2000-01-01", "--until", "2000-01-02", capsys=capsys)
     assert code == 0 and len(lines) == 1 and lines[0].startswith("no events in"), lines
+
+
+def test_a_state_file_lost_while_stopped_is_rebuilt_from_history_and_qbittorrent(
+    amqp_url, qbit_factory, seeder, make_config, start_service, broker, names, events
+):
+    # A qBittorrent of its own: every torrent with the managed tag in it is this test's.
+    qbittorrent = qbit_factory("recovery")
+    # A poll every 30 s: nothing that happens between the adds and the stop is polled.
+    cfg = make_config(qbittorrent, polling={"interval_seconds": 30})
+    running = start_service(cfg)
+    payload = seeder.share(2 * 2**20)
+    removed, active = random_hash(), [random_hash(), random_hash()]
+    body = {"magnet": payload.magnet, "category": "tv", "request_id": "completes"}
+    broker.publish(names.command_exchange, "downloads.add", json.dumps(body).encode())
+    add(broker, names, removed, "removed-meanwhile")
+    for number, infohash in enumerate(active):
+        add(broker, names, infohash, f"active-{number}")
+    for infohash in (payload.infohash, removed, *active):
+        events.wait_for("downloads.added", hash=infohash)
+    assert running.stop() == 0
+    for suffix in ("", "-wal", "-shm"):
+        cfg.state.path.with_name(cfg.state.path.name + suffix).unlink(missing_ok=True)
+
+    client = qbittorrent.client()
+    client.torrents_delete(torrent_hashes=removed, delete_files=True)
+    wait_until(
+        lambda: client.torrents_info(torrent_hashes=payload.infohash)[0]["amount_left"] == 0,
+        60,
+        "the download to complete while the service is stopped",
+    )
+    before = len(events.drain())
+
+    restarted = start_service(make_config(qbittorrent, polling={"interval_seconds": 0.5}))
+    events.wait_for("downloads.completed", hash=payload.infohash, timeout=30)
+    events.wait_for("downloads.removed", hash=removed, timeout=30)
+    time.sleep(2)  # more poll cycles: nothing may be reported twice
+
+    after = [e for e in events.drain()[before:] if e["event"] != "downloads.progress"]
+    assert sorted((e["event"], e["request_id"]) for e in after) == [
+        ("downloads.completed", "completes"),
+        ("downloads.removed", "removed-meanwhile"),
+    ]
+    tracked = {d.hash: d for d in restarted.service.registry.snapshot()}
+    assert {tracked[h].request_id for h in active} == {"active-0", "active-1"}
+    assert tracked[payload.infohash].stage == "completed"
+    assert removed not in tracked

@@ -92,6 +92,12 @@ class QbitClient:
             items = self._client.torrents_info()
         return [Torrent.from_api(item) for item in items]
 
+    def tagged(self, tag: str) -> list[Torrent]:
+        """Every torrent with ``tag`` (the managed tag: what this service added)."""
+        with self._translate("listing tagged torrents"):
+            items = self._client.torrents_info(tag=tag)
+        return [Torrent.from_api(item) for item in items]
+
     # -- changes ---------------------------------------------------------------------------
 
     def ensure_category(self, name: str, save_path: str) -> None:

@@ -116,6 +116,16 @@ class Registry:
                 self._queue.put_lifecycle(stored)
             return len(new)
 
+    def adopt(self, downloads: list[Download]) -> None:
+        """Take ``downloads`` as tracked, as they are (stage and flags included), in one
+        state-file transaction: the tracked set rebuilt after the state file was lost.
+
+        :raises StateUnavailable: nothing changed.
+        """
+        with self._lock:
+            self._state.commit(upsert=downloads)
+            self._downloads.update((d.hash, d) for d in downloads)
+
     def snapshot(self) -> list[Download]:
         """The tracked downloads, for the poller to compare outside the lock. Not copies (with
         10,000 tracked, copies cost megabytes a cycle): the poller never changes them, it
