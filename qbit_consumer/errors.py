@@ -97,6 +97,11 @@ class StateError(QbitConsumerError):
     """The state file is unusable; the message is the one line the user sees."""
 
 
+class StateCorrupt(StateError):
+    """The state file is damaged or is not a state file; ``qbit-consumer recover`` moves it
+    aside and rebuilds it from history."""
+
+
 class StateUnavailable(QbitConsumerError):
     """The state file cannot be written now: disk full, read-only, I/O error, file gone.
 

@@ -141,6 +141,19 @@ class Service:
         self.poller.start()
         self.consumer.start()
 
+    def rebuild_now(self) -> int:
+        """For ``qbit-consumer recover``: rebuild the tracked set (the state file was moved
+        aside), write it, close the file; how many downloads are tracked. Starts no thread.
+
+        :raises BrokerUnavailable: the history stream cannot be read now.
+        :raises HistoryUnavailable: there is no history stream.
+        """
+        try:
+            self._adopt(self._read_history())
+            return len(self.registry)
+        finally:
+            self._close_state()
+
     def _recover_or_stop(self) -> None:
         """A rebuild that fails unexpectedly stops the service (exit 1) rather than leave the
         commands waiting forever: the restart tries again, the state file still absent."""

@@ -12,8 +12,9 @@ import pika
 import pytest
 
 from qbit_consumer.cli.main import main
+from qbit_consumer.tracking.state import State
 from tests.fixtures.rabbitmq import BrokerHelper, wait_until
-from tests.fixtures.service import magnet_for, random_hash
+from tests.fixtures.service import magnet_for, random_hash, run_cli
 
 pytestmark = pytest.mark.live
 
@@ -242,3 +243,34 @@ def test_a_state_file_lost_while_stopped_is_rebuilt_from_history_and_qbittorrent
     assert {tracked[h].request_id for h in active} == {"active-0", "active-1"}
     assert tracked[payload.infohash].stage == "completed"
     assert removed not in tracked
+
+
+def test_a_corrupt_state_file_stops_run_with_a_line_naming_recover_which_rebuilds_it(
+    qbittorrent, make_config, start_service, broker, names, events
+):
+    cfg = make_config(qbittorrent)
+    running = start_service(cfg)
+    hashes = [random_hash(), random_hash()]
+    for number, infohash in enumerate(hashes):
+        add(broker, names, infohash, f"kept-{number}")
+    for infohash in hashes:
+        events.wait_for("downloads.added", hash=infohash)
+    assert running.stop() == 0
+    garbage = b"not a state file " * 512
+    cfg.state.path.write_bytes(garbage)
+    for suffix in ("-wal", "-shm"):
+        cfg.state.path.with_name(cfg.state.path.name + suffix).unlink(missing_ok=True)
+
+    refused = run_cli("run", "--config", cfg.source)
+    assert refused.returncode == 1
+    [line] = [line for line in refused.stderr.splitlines() if "state error" in line]
+    assert "`qbit-consumer recover`" in line
+
+    recovered = run_cli("recover", "--config", cfg.source)
+    assert recovered.returncode == 0, recovered.stderr
+    assert "moved the corrupt state file to" in recovered.stdout
+    assert "2 tracked downloads" in recovered.stdout
+    [aside] = cfg.state.path.parent.glob(cfg.state.path.name + ".corrupt-*")
+    assert aside.read_bytes() == garbage  # moved, never deleted nor changed
+    tracked = State(cfg.state.path).load_downloads()
+    assert sorted(d.request_id for d in tracked) == ["kept-0", "kept-1"]

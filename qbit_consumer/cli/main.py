@@ -10,6 +10,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from qbit_consumer.broker import Broker
@@ -40,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
 
     command("run", "run the service until SIGTERM/SIGINT")
     command("check", "validate the config and reach RabbitMQ and qBittorrent")
+    command("recover", "move a corrupt state file aside and rebuild it from history")
     command("healthcheck", "exit 0 while the running service is alive (Docker HEALTHCHECK)")
     send = command("send", "publish a downloads.add command (checked first)")
     send.add_argument("magnet")
@@ -93,6 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(cfg)
     if args.command == "healthcheck":
         return healthcheck(cfg)
+    if args.command == "recover":
+        setup_logging(cfg.logging, config_secrets(cfg))
+        return recover(cfg)
     for warning in cfg.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if args.command == "check":
@@ -170,6 +175,55 @@ def _history(cfg: Config, args: argparse.Namespace) -> int:
         summary=args.summary,
     )
     return EXIT_OK
+
+
+def recover(cfg: Config) -> int:
+    """Move a corrupt state file aside (never delete it) and rebuild the tracked set from the
+    history stream and qBittorrent, as a start without a state file does."""
+    from qbit_consumer.errors import BrokerUnavailable, HistoryUnavailable, StateCorrupt, StateError
+    from qbit_consumer.service import Service
+    from qbit_consumer.tracking.lock import StateLock
+    from qbit_consumer.tracking.state import State
+
+    if not cfg.history.enabled:
+        print(
+            "qbit-consumer: history is disabled ([history] enabled = false): there is nothing "
+            "to rebuild the state file from",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+    path = cfg.state.path
+    try:
+        lock = StateLock(path)  # a running service holds it: refuse
+        try:
+            if path.exists() and path.stat().st_size > 0:
+                try:
+                    State(path).close()
+                    print(f"{path} is fine: nothing to recover")
+                    return EXIT_OK
+                except StateCorrupt:
+                    aside = _move_aside(path)
+                    print(f"moved the corrupt state file to {aside}")
+        finally:
+            lock.release()
+        service = Service(cfg)
+        tracked = service.rebuild_now()
+    except (StateError, BrokerUnavailable, HistoryUnavailable) as exc:
+        print(f"qbit-consumer: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"rebuilt {path}: {tracked} tracked downloads; start the service with `run`")
+    return EXIT_OK
+
+
+def _move_aside(path: Path) -> Path:
+    """``path`` and its SQLite companions renamed with a time stamp; the name it went to."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
+    for suffix in ("", "-wal", "-shm"):
+        source = path.with_name(path.name + suffix)
+        if source.exists():
+            source.rename(aside.with_name(aside.name + suffix))
+    return aside
 
 
 def check(cfg: Config) -> int:

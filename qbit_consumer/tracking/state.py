@@ -35,13 +35,18 @@ from typing import Any, Final
 import attrs
 
 from qbit_consumer.contract.events import Envelope
-from qbit_consumer.errors import StateError, StateUnavailable
+from qbit_consumer.errors import StateCorrupt, StateError, StateUnavailable
 from qbit_consumer.model import Download, compact
 from qbit_consumer.tracking.migrations import SCHEMA_VERSION, migrate, transaction
 
 log = logging.getLogger(__name__)
 
 _FIELDS: Final = [f.name for f in attrs.fields(Download)]
+#: What a refusal to start on a corrupt file tells the user to do.
+_RECOVER: Final = (
+    "; it is left as it is: `qbit-consumer recover` moves it aside and rebuilds the tracked "
+    "downloads from history"
+)
 _EVENT_FIELDS: Final = (
     "seq",
     "event_id",
@@ -72,12 +77,9 @@ class State:
             db.execute("SELECT count(*) FROM downloads").fetchone()
             check = db.execute("PRAGMA quick_check").fetchone()[0]
             if check != "ok":
-                raise StateError(f"{path}: the state file is damaged ({check})")
+                raise StateCorrupt(f"{path}: the state file is damaged ({check}){_RECOVER}")
         except sqlite3.DatabaseError as exc:
-            raise StateError(
-                f"{path}: cannot use the state file ({exc}); it is left as it is: "
-                "move it away only if you accept losing track of downloads in progress"
-            ) from None
+            raise StateCorrupt(f"{path}: cannot use the state file ({exc}){_RECOVER}") from None
         except OSError as exc:
             raise StateError(f"{path}: cannot open the state file ({exc.strerror})") from None
 
