@@ -36,17 +36,12 @@ from typing import Final
 
 import attrs
 
-from qbit_consumer.broker.reconnect import Backoff
-from qbit_consumer.broker.stream import StreamReader
 from qbit_consumer.commands.consumer import ConsumerThread
 from qbit_consumer.config import Config
-from qbit_consumer.contract.messages import MANAGED_TAG
-from qbit_consumer.errors import BrokerUnavailable, HistoryUnavailable, StateError, TransientError
+from qbit_consumer.errors import StateError
 from qbit_consumer.health import WRITE_EVERY_SECONDS, HealthFile
-from qbit_consumer.history.recovery import rebuild, unknown_to_history
-from qbit_consumer.history.trail import entries
-from qbit_consumer.model import Download
-from qbit_consumer.qbit import LoginGate, QbitClient
+from qbit_consumer.qbit import LoginGate
+from qbit_consumer.rebuilding import Rebuilding
 from qbit_consumer.threads import CONSUMER, PUBLISHER
 from qbit_consumer.tracking.lock import StateLock
 from qbit_consumer.tracking.outbox import PublishQueue
@@ -71,17 +66,10 @@ class Service:
         self._state_lock = StateLock(cfg.state.path)  # first: a second service must touch nothing
         #: No state file (or an empty one): the tracked set is rebuilt from history at start.
         fresh = _absent_or_empty(cfg.state.path)
-        self._rebuild = cfg.history.enabled and fresh
         if fresh and not cfg.history.enabled:
             log.info(
                 "no state file, and history is disabled: nothing to rebuild, tracking starts empty"
             )
-        #: Set once the tracked set is complete (rebuilt, or nothing to rebuild): commands wait
-        #: in their queue until then.
-        self._rebuilt = threading.Event()
-        self._rebuild_failed = False
-        if not self._rebuild:
-            self._rebuilt.set()
         try:
             self.state = State(cfg.state.path)
         except StateError:
@@ -91,6 +79,9 @@ class Service:
         self.registry = Registry(self.state, self.queue)
         gate = LoginGate()
         self._gate = gate  # its shut_reason() goes into the health report
+        self._rebuilding = Rebuilding(
+            cfg, self.registry, gate, needed=cfg.history.enabled and fresh, stop=self.request_stop
+        )
         self.poller = PollerThread(cfg, self.registry, gate)
         self.consumer = ConsumerThread(
             cfg,
@@ -111,7 +102,7 @@ class Service:
         command now could meet a download not tracked yet), or while the state file cannot be
         written (a download added now would be tracked in memory only, and forgotten by a
         restart)."""
-        if not self._rebuilt.is_set():
+        if not self._rebuilding.done.is_set():
             return "the tracked set is being rebuilt from history"
         if self.registry.writable.is_set():
             return None
@@ -119,18 +110,7 @@ class Service:
         return f"the state file cannot be written ({problem.reason if problem else 'unknown'})"
 
     def start(self) -> None:
-        if self._rebuild:
-            # Read before the threads start: they declare the stream, and a stream being
-            # created refuses readers for a moment. Only when the broker does not answer now
-            # does the reading wait on a thread of its own (commands wait meanwhile).
-            try:
-                history = self._read_history()
-            except BrokerUnavailable:
-                threading.Thread(target=self._recover_or_stop, name="recovery", daemon=True).start()
-            except HistoryUnavailable:
-                self._start_empty()
-            else:
-                self._adopt(history)
+        self._rebuilding.start()  # before the threads: they declare the stream
         pending = self.registry.restore_outbox()
         log.info(
             "qbit-consumer starting: %d tracked downloads, %d events to publish",
@@ -149,92 +129,14 @@ class Service:
         :raises HistoryUnavailable: there is no history stream.
         """
         try:
-            self._adopt(self._read_history())
+            self._rebuilding.now()
             return len(self.registry)
         finally:
             self._close_state()
 
-    def _recover_or_stop(self) -> None:
-        """A rebuild that fails unexpectedly stops the service (exit 1) rather than leave the
-        commands waiting forever: the restart tries again, the state file still absent."""
-        try:
-            self._recover()
-        except BaseException:
-            log.critical("rebuilding the tracked set from history failed; stopping", exc_info=True)
-            self._rebuild_failed = True
-            self.request_stop()
-
-    def _recover(self) -> None:
-        """Rebuild the tracked set from the history stream and qBittorrent's managed tag, on a
-        thread of its own; the consumer takes no command until it is done (``_state_blocked``).
-        The broker must answer: an empty set would forget every download in flight, so this
-        waits for it, saying why once."""
-        backoff = Backoff(base=1.0, cap=10.0)
-        said = False
-        while True:
-            try:
-                history = self._read_history()
-                break
-            except BrokerUnavailable as exc:
-                # Also a stream's leader that just died (541 INTERNAL_ERROR, STACK.md): retry.
-                if not said:
-                    log.error("cannot read the history stream to rebuild the state file: %s", exc)
-                    said = True
-                if self._stop_requested.wait(backoff.next()):
-                    return
-            except HistoryUnavailable:
-                self._start_empty()
-                return
-        self._adopt(history)
-
-    def _start_empty(self) -> None:
-        """A first start (no stream yet), or an empty history: nothing to rebuild."""
-        log.info("no state file and nothing in history yet: tracking starts empty")
-        self._rebuilt.set()
-
-    def _adopt(self, from_history: list[Download] | None) -> None:
-        """Track what history says, plus the managed torrents it does not know."""
-        if from_history is None:
-            self._start_empty()
-            return
-        started = time.monotonic()
-        qbit = QbitClient(self.cfg.qbittorrent, self._gate)
-        try:
-            managed = unknown_to_history(qbit.tagged(MANAGED_TAG), from_history)
-        except TransientError as exc:
-            log.warning(
-                "qBittorrent's managed torrents could not be listed (%s): tracking what "
-                "history knows",
-                exc,
-            )
-            managed = []
-        finally:
-            qbit.close()
-        self.registry.adopt([*from_history, *managed])
-        self._rebuilt.set()
-        log.log(
-            logging.WARNING if from_history or managed else logging.INFO,
-            "no state file: rebuilt %d tracked downloads from history and %d more from "
-            "qBittorrent's %r tag in %.1f s; what happened meanwhile is reported once",
-            len(from_history),
-            len(managed),
-            MANAGED_TAG,
-            time.monotonic() - started,
-        )
-
-    def _read_history(self) -> list[Download] | None:
-        """The downloads the trail says are tracked; None when the trail is empty."""
-        stream = self.cfg.history.stream
-        reader = StreamReader(self.cfg.rabbitmq.url, role="recovery")
-        reader.connect()
-        try:
-            end = reader.stream_end(stream)
-            return None if end is None else rebuild(entries(reader.read(stream, "first", end)))
-        finally:
-            reader.close()
-
     def request_stop(self) -> None:
         self._stop_requested.set()
+        self._rebuilding.cancel()
 
     def wait(self) -> int:
         """Block until a stop is requested or a thread dies; stop everything; exit code."""
@@ -304,7 +206,7 @@ class Service:
         else:
             self._close_state()
         failed = [t.name for t in self._threads if t.failure is not None]
-        if failed or self._rebuild_failed or not self._stop_requested.is_set():
+        if failed or self._rebuilding.failed or not self._stop_requested.is_set():
             return 1
         log.info("qbit-consumer stopped")
         return 0

@@ -246,8 +246,10 @@ def test_a_state_file_lost_while_stopped_is_rebuilt_from_history_and_qbittorrent
 
 
 def test_a_corrupt_state_file_stops_run_with_a_line_naming_recover_which_rebuilds_it(
-    qbittorrent, make_config, start_service, broker, names, events
+    qbit_factory, make_config, start_service, broker, names, events
 ):
+    # A qBittorrent of its own: every torrent with the managed tag in it is this test's.
+    qbittorrent = qbit_factory("recover")
     cfg = make_config(qbittorrent)
     running = start_service(cfg)
     hashes = [random_hash(), random_hash()]
