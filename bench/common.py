@@ -93,6 +93,9 @@ class ServiceProcess:
             },
             "qbittorrent": {"url": qbit.url, "password": qbit.password},
             "categories": {"movies": "", "tv": ""},
+            # A stream of its own: on a shared one, a service started without a state file
+            # would rebuild what the earlier measurements tracked (as it should in real life).
+            "history": {"stream": self.names.history_stream},
             "state": {"path": root / f"{self.names.command_queue}.sqlite3"},
             "logging": {"format": "text", "level": "WARNING"},
         }
