@@ -65,7 +65,7 @@ class Service:
         self._stop_requested = threading.Event()
         self._state_lock = StateLock(cfg.state.path)  # first: a second service must touch nothing
         #: No state file (or an empty one): the tracked set is rebuilt from history at start.
-        fresh = _absent_or_empty(cfg.state.path)
+        fresh = absent_or_empty(cfg.state.path)
         if fresh and not cfg.history.enabled:
             log.info(
                 "no state file, and history is disabled: nothing to rebuild, tracking starts empty"
@@ -229,7 +229,8 @@ class Service:
         self._state_lock.release()
 
 
-def _absent_or_empty(path: Path) -> bool:
+def absent_or_empty(path: Path) -> bool:
+    """No state file to start from: none, or one of zero bytes (a failed copy, a full disk)."""
     try:
         return path.stat().st_size == 0
     except FileNotFoundError:

@@ -181,7 +181,7 @@ def recover(cfg: Config) -> int:
     """Move a corrupt state file aside (never delete it) and rebuild the tracked set from the
     history stream and qBittorrent, as a start without a state file does."""
     from qbit_consumer.errors import BrokerUnavailable, HistoryUnavailable, StateCorrupt, StateError
-    from qbit_consumer.service import Service
+    from qbit_consumer.service import Service, absent_or_empty
     from qbit_consumer.tracking.lock import StateLock
     from qbit_consumer.tracking.state import State
 
@@ -196,7 +196,7 @@ def recover(cfg: Config) -> int:
     try:
         lock = StateLock(path)  # a running service holds it: refuse
         try:
-            if path.exists() and path.stat().st_size > 0:
+            if not absent_or_empty(path):
                 try:
                     State(path).close()
                     print(f"{path} is fine: nothing to recover")

@@ -104,7 +104,9 @@ def _split_urn(value: str) -> tuple[str, str]:
     return "", value
 
 
-def _parse_btih(digest: str) -> str:
+def v1_hex(digest: str) -> str | None:
+    """A v1 info-hash as 40 lowercase hex, from either form a magnet carries it in (40 hex or
+    32 base32); None when it is neither."""
     if _HEX40.match(digest):
         return digest.lower()
     if _BASE32.match(digest):
@@ -112,7 +114,14 @@ def _parse_btih(digest: str) -> str:
             return base64.b32decode(digest.upper()).hex()
         except binascii.Error:  # pragma: no cover - the regex admits only valid base32
             pass
-    raise _invalid(f"btih info-hash {digest[:70]!r} is neither 40 hex nor 32 base32 characters")
+    return None
+
+
+def _parse_btih(digest: str) -> str:
+    v1 = v1_hex(digest)
+    if v1 is None:
+        raise _invalid(f"btih info-hash {digest[:70]!r} is neither 40 hex nor 32 base32 characters")
+    return v1
 
 
 def _parse_btmh(digest: str) -> str:

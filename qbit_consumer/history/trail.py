@@ -3,8 +3,6 @@ time, and summed up. Pure: ``broker.stream`` reads, ``cli.history`` prints."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import re
 from collections import Counter
@@ -13,6 +11,8 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 
 import attrs
+
+from qbit_consumer.contract.magnet import v1_hex
 
 _RELATIVE: Final = re.compile(r"^(\d+)([smhdw])$")
 _UNITS: Final = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -73,14 +73,11 @@ def hash_forms(text: str) -> frozenset[str]:
     :raises ValueError: it is none of these.
     """
     value = text.strip()
-    if re.fullmatch(r"[0-9a-fA-F]{40}|[0-9a-fA-F]{64}", value):
-        value = value.lower()
-        return frozenset({value, value[:40]})
-    if re.fullmatch(r"[A-Za-z2-7]{32}", value):
-        try:
-            return frozenset({base64.b32decode(value.upper()).hex()})
-        except binascii.Error:
-            pass
+    if re.fullmatch(r"[0-9a-fA-F]{64}", value):
+        return frozenset({value.lower(), value[:40].lower()})
+    v1 = v1_hex(value)
+    if v1 is not None:
+        return frozenset({v1})
     raise ValueError(f"{text!r} is not an info-hash (40 or 64 hex, or 32 base32 characters)")
 
 
