@@ -352,6 +352,10 @@ class FakeQbit:
         self._call("all_torrents")
         return list(self.listed.values())
 
+    def tagged(self, tag: str) -> list[Torrent]:
+        self._call("tagged")
+        return [t for t in self.listed.values() if tag in self.tags.get(t.id, ())]
+
     def ensure_category(self, name: str, save_path: str) -> None:
         self._call("ensure_category")
         self.categories.setdefault(name, save_path)

@@ -9,8 +9,8 @@ from collections.abc import Iterable
 
 import pytest
 
-from qbit_consumer.commands import add
-from qbit_consumer.commands.add import AddResult, add_downloads
+from qbit_consumer.commands import add, batch
+from qbit_consumer.commands.batch import AddResult, add_downloads
 from qbit_consumer.commands.table import parse_command
 from qbit_consumer.config import Config
 from qbit_consumer.contract.messages import CommandContext
@@ -60,9 +60,9 @@ class Unlisting(FakeQbit):
 
 @pytest.fixture(autouse=True)
 def quick(monkeypatch):
-    monkeypatch.setattr(add, "LIST_TIMEOUT_SECONDS", 0.05)
-    monkeypatch.setattr(add, "BATCH_LIST_SECONDS", 0.05)
-    monkeypatch.setattr(add, "RELIST_PAUSE_SECONDS", 0.0)
+    monkeypatch.setattr(batch, "LIST_TIMEOUT_SECONDS", 0.05)
+    monkeypatch.setattr(batch, "BATCH_LIST_SECONDS", 0.05)
+    monkeypatch.setattr(batch, "RELIST_PAUSE_SECONDS", 0.0)
 
 
 def test_a_magnet_taken_but_not_listed_is_retried_not_rejected():
@@ -79,6 +79,30 @@ def test_a_torrent_the_second_full_listing_finds_under_its_v2_id_is_a_duplicate(
     assert isinstance(outcome, AddResult) and outcome.duplicate, outcome
     assert outcome.torrent.id == V2[:40]
     assert qbit.full_listings == 2
+
+
+class RekeyedAtOnce(FakeQbit):
+    """Takes a v1-only magnet of a hybrid torrent and lists it under its v2 id from the start
+    (its metadata came before the first listing), with the managed tag it was added with."""
+
+    def add_magnet(self, uri: str, *, category: str, tags: Iterable[str], save_path: str) -> bool:
+        self._call("add_magnet")
+        self.listed[V2[:40]] = torrent(V2[:40], infohash_v1=V1, infohash_v2=V2)
+        self.tags[V2[:40]] = set(tags)
+        return True
+
+
+def test_a_hybrid_rekeyed_before_it_was_first_listed_is_found_by_its_tag_and_is_no_duplicate(
+    monkeypatch,
+):
+    monkeypatch.setattr(batch, "LIST_TIMEOUT_SECONDS", 5.0)
+    monkeypatch.setattr(batch, "TAGGED_LOOK_SECONDS", 0.01)
+    qbit = RekeyedAtOnce()
+    [outcome] = add_downloads(qbit, [command()], lambda _category: "")
+    assert isinstance(outcome, AddResult), outcome
+    assert outcome.torrent.id == V2[:40] and not outcome.duplicate
+    assert qbit.calls.count("add_magnet") == 1  # found while waiting, not by adding it again
+    assert "all_torrents" not in qbit.calls
 
 
 def test_magnets_refused_in_a_batch_and_alone_that_nobody_lists_are_retried():

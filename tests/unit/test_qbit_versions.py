@@ -11,8 +11,8 @@ import re
 import pytest
 import responses
 
-from qbit_consumer.commands import add
-from qbit_consumer.commands.add import AddResult, add_downloads
+from qbit_consumer.commands import add, batch
+from qbit_consumer.commands.batch import AddResult, add_downloads
 from qbit_consumer.commands.table import parse_command
 from qbit_consumer.config import Config, QbittorrentConfig
 from qbit_consumer.contract.messages import CommandContext
@@ -158,7 +158,7 @@ def test_a_refused_magnet_that_qbittorrent_does_not_list_is_retried_not_rejected
     api, status, body, monkeypatch
 ):
     # qBittorrent answers so for a torrent it is still loading: not a verdict on the magnet.
-    monkeypatch.setattr(add, "RELIST_PAUSE_SECONDS", 0.0)
+    monkeypatch.setattr(batch, "RELIST_PAUSE_SECONDS", 0.0)
     login_204(api)
     api.add(responses.POST, f"{URL}/api/v2/torrents/info", json=[])
     api.add(responses.POST, f"{URL}/api/v2/torrents/add", status=status, body=body)
