@@ -5,13 +5,16 @@ consumed by its readers: an ack only moves this reader's credit), and changing n
 RabbitMQ tells an AMQP reader neither where a stream ends nor when it got there: a consumer
 simply waits for more. So the end is found first: a consumer from ``last`` gets the last chunk
 of the stream, whose highest ``x-stream-offset`` is the last message now; the reading then
-stops at that offset. Events published meanwhile are left for the next reading. A timestamp
-offset starts at the first chunk written at or after that second, so the caller filters what
-came before it by the events' own times.
+stops at that offset. The broker sends a chunk's messages back to back, so once the first has
+come, a short quiet spell (``CHUNK_GAP_SECONDS``) ends the chunk; only an empty stream costs
+the longer wait for a first message (``END_WAIT_SECONDS``). Events published meanwhile are
+left for the next reading. A timestamp offset starts at the first chunk written at or after
+that second, so the caller filters what came before it by the events' own times.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any, Final
@@ -26,6 +29,12 @@ from qbit_consumer.errors import BrokerUnavailable, HistoryUnavailable
 STREAM_PREFETCH: Final = 500
 #: How long to wait for the last chunk of a stream (it is delivered at once when there is one).
 END_WAIT_SECONDS: Final = 1.0
+#: Once the last chunk has begun to arrive, the quiet spell that says it is all there. Its
+#: messages come back to back (acks keep the prefetch window open), so this only has to
+#: outlast a round trip to the broker, with a wide margin.
+CHUNK_GAP_SECONDS: Final = 0.25
+#: How often a waiting reader looks at the clock.
+_TICK_SECONDS: Final = 0.02
 #: A reading that gets nothing for this long has reached the end anyway (the last chunk was
 #: removed by retention meanwhile, say).
 IDLE_SECONDS: Final = 5.0
@@ -40,33 +49,39 @@ class StreamReader(Broker):
         :raises HistoryUnavailable: there is no such stream (or it is not a stream).
         """
         last: int | None = None
-        for offset, _body in self._consume(stream, "last", END_WAIT_SECONDS):
+        for offset, _body in self._consume(stream, "last", END_WAIT_SECONDS, CHUNK_GAP_SECONDS):
             last = offset if last is None else max(last, offset)
         return last
 
     def read(self, stream: str, start: datetime | str, end: int) -> Iterator[tuple[int, bytes]]:
         """(offset, body) of each message from ``start`` (a time, or ``"first"``) up to the
         offset ``end`` included."""
-        for offset, body in self._consume(stream, start, IDLE_SECONDS):
+        for offset, body in self._consume(stream, start, IDLE_SECONDS, IDLE_SECONDS):
             if offset <= end:
                 yield offset, body
             if offset >= end:
                 return
 
     def _consume(
-        self, stream: str, start: datetime | str, idle: float
+        self, stream: str, start: datetime | str, first_wait: float, gap: float
     ) -> Iterator[tuple[int, bytes]]:
+        """(offset, body) from ``start`` until nothing came for ``first_wait`` seconds before
+        the first message, or for ``gap`` seconds after one."""
         channel = self._require_channel()
         try:
             channel.basic_qos(prefetch_count=STREAM_PREFETCH)
             messages = channel.consume(
-                stream, arguments={"x-stream-offset": start}, inactivity_timeout=idle
+                stream, arguments={"x-stream-offset": start}, inactivity_timeout=_TICK_SECONDS
             )
+            quiet_since, limit = time.monotonic(), first_wait
             for method, properties, body in messages:
                 if method is None:
-                    break
+                    if time.monotonic() - quiet_since >= limit:
+                        break
+                    continue
                 yield _offset(properties), body
                 channel.basic_ack(method.delivery_tag)
+                quiet_since, limit = time.monotonic(), gap
             channel.cancel()
         except pika.exceptions.ChannelClosedByBroker as exc:
             self.close()
