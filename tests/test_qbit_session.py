@@ -122,3 +122,26 @@ def test_the_session_holds_with_this_clock_two_hours_ahead_of_qbittorrents(
         proxy.close()
     assert gate.shut_reason() is None
     assert calls_to(proxy, "auth/login") == [1]  # one session carried every request
+
+
+def test_the_tagged_listing_read_as_it_arrives_gives_every_tagged_torrent_and_no_other(
+    qbittorrent,
+):
+    tag = f"t-{secrets.token_hex(4)}"  # the shared qBittorrent holds other tests' torrents
+    hashes = {secrets.token_hex(20) for _ in range(10)}
+    client = service_client(qbittorrent.url, password=qbittorrent.password)
+    try:
+        assert client.add_magnet(
+            "\n".join(f"magnet:?xt=urn:btih:{h}" for h in hashes),
+            category="",
+            tags=[tag],
+            save_path="",
+        )
+        assert client.add_magnet(magnets(2), category="", tags=["other"], save_path="")
+        deadline = time.monotonic() + 10
+        while len(listed := [t.id for t in client.tagged(tag)]) < 10:
+            assert time.monotonic() < deadline, listed
+            time.sleep(0.1)
+    finally:
+        client.close()
+    assert sorted(listed) == sorted(hashes)

@@ -200,7 +200,11 @@ def _wait_listed(
                 qbit.torrents({key for i in waiting for key in commands[i].magnet.keys})
             )
             if time.monotonic() >= next_tagged_look:
-                listed = index_torrents(qbit.tagged(MANAGED_TAG)) | listed
+                wanted = {key for i in waiting for key in commands[i].magnet.keys}
+                managed = qbit.tagged(MANAGED_TAG)
+                listed = (
+                    index_torrents(t for t in managed if not wanted.isdisjoint(t.keys)) | listed
+                )
                 next_tagged_look = time.monotonic() + TAGGED_LOOK_SECONDS
         except QbitConsumerError as exc:
             for i in waiting:

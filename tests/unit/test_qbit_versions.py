@@ -284,3 +284,16 @@ def test_a_batch_adds_new_magnets_in_one_call_and_answers_duplicates_within_it(a
     body = add_call.calls[0].request.body
     body = body.decode() if isinstance(body, bytes) else body
     assert "urls=magnet" in body and "%0A" in body  # both magnets, one per line, one call
+
+
+def test_a_tagged_listing_that_breaks_off_midway_is_a_transient_error_not_a_short_list(api):
+    # A real qBittorrent cannot be made to stop in the middle of an answer on demand.
+    login_204(api)
+    whole = json.dumps([torrent_item(hash=f"{n:040x}") for n in range(3)])
+    for method in (responses.GET, responses.POST):
+        api.add(method, f"{URL}/api/v2/torrents/info", body=whole[: len(whole) // 2])
+
+    listed = []
+    with pytest.raises(TransientError, match="broke off"):
+        listed.extend(client().tagged("qbit-consumer"))
+    assert len(listed) < 3  # what came before the break is no answer: the caller gets an error
