@@ -183,6 +183,66 @@ def test_history_since_starts_reading_at_that_time_not_at_the_beginning(
     assert len(everything) == 8
 
 
+def read_with_offsets(amqp_url: str, stream: str, offset: Any) -> list[tuple[int, dict]]:
+    """(x-stream-offset, event) from ``offset``: what a platform service keeps to resume."""
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        channel = connection.channel()
+        channel.basic_qos(prefetch_count=100)
+        found = []
+        for method, props, body in channel.consume(
+            stream, arguments={"x-stream-offset": offset}, inactivity_timeout=1.0
+        ):
+            if method is None:
+                break
+            found.append((props.headers["x-stream-offset"], json.loads(body)))
+            channel.basic_ack(method.delivery_tag)
+        channel.cancel()
+        return found
+    finally:
+        connection.close()
+
+
+def test_a_platform_service_that_was_offline_reads_what_it_missed_by_offset_or_by_time(
+    amqp_url, qbittorrent, make_config, start_service, broker, names, events
+):
+    from datetime import UTC, datetime
+
+    start_service(make_config(qbittorrent))
+    first, second = random_hash(), random_hash()
+    add(broker, names, first, "before")
+    events.wait_for("downloads.added", hash=first)
+    wait_until(
+        lambda: len(read_with_offsets(amqp_url, names.history_stream, "first")) == 2, 10, "2"
+    )
+    seen = read_with_offsets(amqp_url, names.history_stream, "first")
+    last_offset = seen[-1][0]  # what the platform service stored before it went away
+
+    time.sleep(1.5)  # a stream's timestamps are whole seconds
+    went_away = datetime.now(UTC)
+    time.sleep(1.0)
+    add(broker, names, second, "while-away")
+    events.wait_for("downloads.added", hash=second)
+    qbittorrent.client().torrents_delete(delete_files=True, torrent_hashes=first)
+    events.wait_for("downloads.removed", hash=first, timeout=20)
+    wait_until(
+        lambda: len(read_with_offsets(amqp_url, names.history_stream, "first")) == 5, 10, "5"
+    )
+
+    by_offset = read_with_offsets(amqp_url, names.history_stream, last_offset + 1)
+    by_time = read_with_offsets(amqp_url, names.history_stream, went_away)
+    missed = [
+        ("downloads.added", second),
+        ("downloads.received", second),
+        ("downloads.removed", first),
+    ]
+    assert sorted((e["event"], e["hash"]) for _, e in by_offset) == missed
+    assert by_time == by_offset  # the same events, from the same place in the stream
+    assert by_time[0][0] == last_offset + 1  # the time offset skipped what it had read
+    removed = next(e for _, e in by_time if e["event"] == "downloads.removed")
+    assert removed["request_id"] == "before"
+
+
 def test_history_of_a_missing_stream_or_an_empty_range_says_so_in_one_line(
     qbittorrent, make_config, start_service, broker, names, events, capsys
 ):
