@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # Test processes side by side: the live tests mostly wait on real services, not on the CPU.
 TEST_WORKERS ?= 3
 
-.PHONY: install run check test lint format clean demo fuzz faults bench bench-poll bench-latency
+.PHONY: install run check test lint format clean demo fuzz faults bench bench-poll bench-latency bench-history
 
 $(BIN)/.installed: setup.cfg setup.py
 	@scripts/bootstrap-venv.sh $(PYTHON) $(VENV)
@@ -68,3 +68,6 @@ bench-poll: install
 
 bench-latency: install
 	$(BIN)/python -m bench.completion_latency --downloads 5 --interval 1
+
+bench-history: install
+	$(BIN)/python -m bench.history

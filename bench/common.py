@@ -120,17 +120,11 @@ class ServiceProcess:
             if events
             else None
         )
-        with self.log.open("a") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "qbit_consumer", "run", "--config", str(self.config)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=ROOT,
-            )
+        process = self.start_process()
         helper = BrokerHelper(self.amqp_url)
         try:
             wait_until(
-                lambda: helper.exists(self.names.command_queue) or self.process.poll() is not None,
+                lambda: helper.exists(self.names.command_queue) or process.poll() is not None,
                 30,
                 "the service to declare its queue",
             )
@@ -138,6 +132,17 @@ class ServiceProcess:
             helper.close()
         time.sleep(0.5)
         return collector
+
+    def start_process(self) -> subprocess.Popen[bytes]:
+        """Start the service and return at once."""
+        with self.log.open("a") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "qbit_consumer", "run", "--config", str(self.config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+            )
+        return self.process
 
     @property
     def pid(self) -> int:

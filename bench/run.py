@@ -14,7 +14,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import backpressure, command_path, completion_latency, memory, poll_cost, report
+from bench import (
+    backpressure,
+    command_path,
+    completion_latency,
+    history,
+    memory,
+    poll_cost,
+    report,
+)
 from bench.common import QBITTORRENT_VERSION, ROOT
 from tests.fixtures.rabbitmq import TestVhost
 
@@ -84,6 +92,10 @@ def main() -> None:
         )
         step("memory: a burst of 2,000 commands")
         results["memory_burst"] = memory.burst(root, amqp_url, 2000)
+        step("history: history --hash and --since over a stream of 100,000 events")
+        results["history_read"] = history.read_back(root, amqp_url, 100_000)
+        step("history: rebuilding 10,000 tracked downloads after the state file was lost")
+        results["history_recovery"] = history.recovery(root, amqp_url, 10_000, 10_000)
         step("backpressure: the broker away for 60 s")
         results["backpressure"] = backpressure.broker_away(root, amqp_url, 1000, 60)
         step("backpressure: the broker blocking publishers (memory alarm) for 60 s")
