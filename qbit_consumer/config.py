@@ -67,7 +67,7 @@ class RabbitmqConfig:
         default="amqp://guest:guest@localhost:5672/%2F", validator=_url(("amqp", "amqps"))
     )
     command_exchange: str = attrs.field(default="downloads", validator=validator(_amqp_name))
-    command_queue: str = attrs.field(default="downloads.add", validator=validator(_amqp_name))
+    command_queue: str = attrs.field(default="downloads.commands", validator=validator(_amqp_name))
     queue_type: str = attrs.field(default="quorum", validator=_one_of("quorum", "classic"))
     event_exchange: str = attrs.field(default="downloads.events", validator=validator(_amqp_name))
     platform_exchange: str = attrs.field(default="", validator=validator(_optional_amqp_name))

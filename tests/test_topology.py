@@ -104,3 +104,26 @@ def test_platform_exchange_receives_only_its_routing_keys(
         ]
     finally:
         platform.close()
+
+
+def test_a_command_queue_left_under_the_old_default_name_is_named_in_the_log_once(
+    qbittorrent, make_config, start_service, caplog
+):
+    import attrs
+
+    from tests.fixtures.rabbitmq import BrokerHelper, TestVhost
+
+    with TestVhost() as url:  # a vhost of its own: "downloads.add" is a fixed name
+        old = BrokerHelper(url)
+        old.channel.queue_declare("downloads.add", durable=True)
+        for n in range(2):
+            old.publish("", "downloads.add", json.dumps({"n": n}).encode())
+        cfg = make_config(qbittorrent)
+        cfg = attrs.evolve(cfg, rabbitmq=attrs.evolve(cfg.rabbitmq, url=url))
+        service = start_service(cfg)
+        warnings = [r.getMessage() for r in caplog.records if "up to 0.1.0" in r.getMessage()]
+        assert len(warnings) == 1, warnings
+        assert "2 messages" in warnings[0] and "CHANGELOG.md" in warnings[0]
+        assert old.message_count("downloads.add") == 2  # looked at, never touched
+        assert service.stop() == 0
+        old.close()

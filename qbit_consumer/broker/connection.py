@@ -185,6 +185,30 @@ class Broker:
         channel = self._channel
         return channel.get_waiting_message_count() if channel is not None and channel.is_open else 0
 
+    def messages_in(self, queue: str) -> int | None:
+        """How many messages ``queue`` holds; None when there is no such queue. Asked on a
+        channel of its own, which the broker closes when the queue is missing.
+
+        :raises BrokerUnavailable: the connection failed meanwhile.
+        """
+        connection = self._connection
+        if connection is None or not connection.is_open:
+            raise BrokerUnavailable("not connected to RabbitMQ")
+        try:
+            channel = connection.channel()
+            try:
+                return int(channel.queue_declare(queue, passive=True).method.message_count)
+            except pika.exceptions.ChannelClosedByBroker:
+                return None
+            finally:
+                if channel.is_open:
+                    channel.close()
+        except AMQP_ERRORS as exc:
+            self.close()
+            raise BrokerUnavailable(
+                f"looking for the queue {queue!r} failed: {describe(exc)}"
+            ) from exc
+
     def ack(self, delivery: Delivery, *, and_earlier: bool = False) -> None:
         """Ack ``delivery``; with ``and_earlier``, also every unacked delivery received before
         it on this channel (one frame for a whole batch)."""

@@ -48,7 +48,7 @@ def describe(exc: BaseException) -> str:
 
 def conflict_sentence(what: str, exc: pika.exceptions.ChannelClosedByBroker) -> str:
     text = exc.reply_text
-    # e.g. "PRECONDITION_FAILED - inequivalent arg 'x-queue-type' for queue 'downloads.add'
+    # e.g. "PRECONDITION_FAILED - inequivalent arg 'x-queue-type' for queue 'downloads.commands'
     # in vhost '/': received the value 'quorum' of type 'longstr' but current is none"
     argument = re.search(r"inequivalent arg '([^']+)'", text)
     if argument:

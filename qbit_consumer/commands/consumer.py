@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 #: How long a burst may wait for the rest of the prefetch window to arrive (see ``_batch``).
 BATCH_LINGER_SECONDS: Final = 0.002
+#: The command queue's default name up to 0.1.0 (see ``_mention_the_old_queue``).
+OLD_DEFAULT_QUEUE: Final = "downloads.add"
 
 
 class ConsumerThread(ServiceThread):
@@ -68,6 +70,7 @@ class ConsumerThread(ServiceThread):
         self._topology = build_topology(cfg, tuple(COMMANDS))
         self._last_batch = 0  # size of the previous batch: a full one means a burst
         self._next: Delivery | None = None  # taken from the broker, not handled yet
+        self._said_old_queue = False
 
     def work(self) -> None:
         stay_connected(
@@ -92,6 +95,26 @@ class ConsumerThread(ServiceThread):
         self.connected.clear()
         self._next = None  # the broker gives it back with everything else unacked
 
+    def _mention_the_old_queue(self, broker: Broker) -> None:
+        """Up to 0.1.0 the command queue was ``downloads.add`` by default. A deployment that
+        upgraded without naming it in the config would leave commands waiting there unseen,
+        so its existence is said, once a run (CHANGELOG.md says what to do)."""
+        queue = self._cfg.rabbitmq.command_queue
+        if queue == OLD_DEFAULT_QUEUE or self._said_old_queue:
+            return
+        waiting = broker.messages_in(OLD_DEFAULT_QUEUE)
+        if waiting is not None:
+            self._said_old_queue = True
+            log.warning(
+                "a queue %r exists (the command queue's default name up to 0.1.0) with %d "
+                "messages, and this service consumes %r: set [rabbitmq] command_queue = %s to "
+                "keep it, or move its messages (CHANGELOG.md)",
+                OLD_DEFAULT_QUEUE,
+                waiting,
+                queue,
+                OLD_DEFAULT_QUEUE,
+            )
+
     def _consume(self, broker: Broker) -> None:
         handler = CommandHandler(
             self._cfg,
@@ -103,6 +126,7 @@ class ConsumerThread(ServiceThread):
             record=self._record,
         )
         self.connected.set()
+        self._mention_the_old_queue(broker)
         try:
             while not self._stopping.is_set():
                 if self._why_waiting() is not None:

@@ -32,7 +32,7 @@ from tests.stubs import Clock, FakeQbit, StubBroker, delivery, run_now
 H1 = "c12fe1c06bba254a9dc9f519b335aa7c1367a88a"
 H2 = "08ada5a7a6183aae1e09d831df6748d566095a10"
 H3 = "dd8255ecdc7ca55fb0bbf81323d87062db1f6d1c"
-DLQ, RETRY = "downloads.add.dlq", "downloads.add.retry"
+DLQ, RETRY = "downloads.commands.dlq", "downloads.commands.retry"
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 

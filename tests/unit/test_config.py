@@ -21,11 +21,11 @@ def test_the_example_config_loads_and_matches_the_contract_defaults():
     assert cfg.rabbitmq.url == "amqp://guest:guest@localhost:5672/%2F"
     assert (cfg.rabbitmq.command_exchange, cfg.rabbitmq.command_queue) == (
         "downloads",
-        "downloads.add",
+        "downloads.commands",
     )
     assert (cfg.rabbitmq.retry_queue, cfg.rabbitmq.dead_letter_queue) == (
-        "downloads.add.retry",
-        "downloads.add.dlq",
+        "downloads.commands.retry",
+        "downloads.commands.dlq",
     )
     assert cfg.rabbitmq.queue_type == "quorum"
     assert cfg.rabbitmq.platform_exchange == ""
