@@ -54,7 +54,7 @@ def lifecycle(infohash: str, number: int, *, until_removed: bool = True) -> list
         "category": "tv",
     }
     events: list[Event] = [
-        Received(**common, magnet=f"magnet:?xt=urn:btih:{infohash}&dn={name}"),
+        Received(**common, magnet=f"magnet:?xt=urn:btih:{infohash}&dn={name}", source="magnet"),
         Added(**common, save_path="/downloads/tv", duplicate=False),
     ]
     if until_removed:
@@ -66,7 +66,14 @@ def lifecycle(infohash: str, number: int, *, until_removed: bool = True) -> list
                 content_path=f"/downloads/tv/{name}",
                 completed_at=rfc3339(),
             ),
-            Removed(**common, last_state="stalledUP", last_progress=1.0, completed=True),
+            Removed(
+                **common,
+                reason="command",
+                files_deleted=False,
+                last_state="stalledUP",
+                last_progress=1.0,
+                completed=True,
+            ),
         ]
     return events
 

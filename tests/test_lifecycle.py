@@ -274,6 +274,29 @@ def test_paused_and_stalled_are_reported_once_each_on_real_qbittorrent(
     assert events.of("downloads.progress", hash=paused)[-1]["state"] == paused_state
 
 
+@pytest.mark.compat
+def test_a_pause_and_a_resume_in_qbittorrent_give_one_paused_and_one_resumed_by_external(
+    qbittorrent, make_config, start_service, broker, names, events
+):
+    start_service(make_config(qbittorrent, polling=FAST))
+    infohash = random_hash()
+    send(broker, names, magnet_for(infohash), request_id="by-hand")
+    events.wait_for("downloads.added", hash=infohash)
+    client = qbittorrent.client()
+
+    client.torrents_pause(torrent_hashes=infohash)  # qbittorrent-api says stop to 5.x
+    pause = events.wait_for("downloads.paused", hash=infohash, timeout=10)[0]
+    client.torrents_resume(torrent_hashes=infohash)
+    resume = events.wait_for("downloads.resumed", hash=infohash, timeout=10)[0]
+    time.sleep(1.0)
+
+    assert (pause["by"], resume["by"]) == ("external", "external")
+    assert resume["state"] not in ("pausedDL", "stoppedDL")
+    assert resume["request_id"] == "by-hand"
+    assert len(events.of("downloads.paused", hash=infohash)) == 1
+    assert len(events.of("downloads.resumed", hash=infohash)) == 1
+
+
 def test_files_deleted_behind_qbittorrents_back_give_one_errored(
     qbit_factory, seeder, make_config, start_service, broker, names, events, tmp_path
 ):

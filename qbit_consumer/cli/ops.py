@@ -140,14 +140,21 @@ def event_parts(e: dict[str, Any]) -> tuple[str, str, str]:
                 "  (was already in qBittorrent)" if e["duplicate"] else ""
             )
         case "failed":
+            command = str(e.get("command") or "downloads.add")  # none on events up to 0.1.0
             what = f"{e['reason']}: {e['detail']}"
+            if command != "downloads.add":
+                what = f"{command.removeprefix('downloads.')}: {what}"
         case "removed":
             what = f"was {e['last_state']} at {(e['last_progress'] or 0) * 100:.0f}%" + (
                 ", completed" if e["completed"] else ""
             )
+            if e.get("reason") == "command":
+                what += ", by command" + (", files deleted" if e.get("files_deleted") else "")
         case "stalled":
             what = f"no progress for {e['stalled_seconds']:.0f} s ({e['state']})"
-        case "paused" | "errored":
+        case "paused" | "resumed":
+            what = e.get("state", "") + (" by command" if e.get("by") == "command" else "")
+        case "errored":
             what = e.get("detail") or e.get("state", "")
         case "polling_failed":
             what, who = f"{e['consecutive_failures']} polls failed: {e['error']}", "qBittorrent"

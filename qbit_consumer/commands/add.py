@@ -16,7 +16,7 @@ import attrs
 from qbit_consumer.commands.batch import AddResult, add_downloads
 from qbit_consumer.commands.outcomes import Done, Outcome
 from qbit_consumer.config import Config
-from qbit_consumer.contract.events import Added, Received
+from qbit_consumer.contract.events import MAGNET, Added, Received
 from qbit_consumer.contract.magnet import Magnet, parse_magnet
 from qbit_consumer.contract.messages import CommandContext, structure_fields
 from qbit_consumer.contract.structure import short_repr
@@ -81,6 +81,7 @@ def received(command: AddCommand) -> Received:
         name=magnet.display_name,
         category=command.category,
         magnet=magnet.uri,
+        source=MAGNET,
     )
 
 

@@ -83,6 +83,7 @@ def dead_letter_copy(
             category=context.category,
             reason=reason,
             detail=detail,
+            command=command,
         ),
         f"dead-lettered a command: {reason}: {detail}",
     )

@@ -14,6 +14,12 @@ from typing import Any, ClassVar, Final
 import attrs
 
 SCHEMA_VERSION: Final = 1
+#: Who paused, resumed or removed a download (``by``; ``reason`` of a removal).
+BY_COMMAND: Final = "command"
+BY_EXTERNAL: Final = "external"
+#: What a ``downloads.add`` carried (``source`` of ``received``).
+MAGNET: Final = "magnet"
+TORRENT: Final = "torrent"
 
 
 def rfc3339(epoch: float | None = None) -> str:
@@ -93,7 +99,8 @@ class Envelope:
 @attrs.frozen(kw_only=True)
 class Received(Event):
     name_of_event: ClassVar[str] = "downloads.received"
-    magnet: str
+    magnet: str | None  # None for a .torrent file
+    source: str  # MAGNET or TORRENT
 
 
 @attrs.frozen(kw_only=True)
@@ -140,6 +147,15 @@ class Paused(Event):
     name_of_event: ClassVar[str] = "downloads.paused"
     state: str
     progress: float
+    by: str  # BY_COMMAND or BY_EXTERNAL
+
+
+@attrs.frozen(kw_only=True)
+class Resumed(Event):
+    name_of_event: ClassVar[str] = "downloads.resumed"
+    state: str
+    progress: float
+    by: str  # BY_COMMAND or BY_EXTERNAL
 
 
 @attrs.frozen(kw_only=True)
@@ -152,6 +168,8 @@ class Errored(Event):
 @attrs.frozen(kw_only=True)
 class Removed(Event):
     name_of_event: ClassVar[str] = "downloads.removed"
+    reason: str  # BY_COMMAND or BY_EXTERNAL: who removed it
+    files_deleted: bool | None  # None: not known (someone else removed it)
     last_state: str | None
     last_progress: float | None
     completed: bool
@@ -162,6 +180,7 @@ class Failed(Event):
     name_of_event: ClassVar[str] = "downloads.failed"
     reason: str
     detail: str
+    command: str | None  # its routing key; None when not even that is known
 
 
 @attrs.frozen(kw_only=True)
@@ -187,6 +206,7 @@ EVENT_TYPES: Final[dict[str, type[Event]]] = {
         Completed,
         Stalled,
         Paused,
+        Resumed,
         Errored,
         Removed,
         Failed,

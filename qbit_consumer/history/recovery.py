@@ -49,6 +49,8 @@ def rebuild(trail: Iterable[Entry]) -> list[Download]:
             download.stalled = False
         elif kind == "paused":
             download.paused = True
+        elif kind == "resumed":
+            download.paused = False
         elif kind == "stalled":
             download.stalled = True
         elif kind == "errored":

@@ -19,12 +19,14 @@ from typing import Final
 import attrs
 
 from qbit_consumer.contract.events import (
+    BY_EXTERNAL,
     Completed,
     Errored,
     Event,
     Paused,
     Progress,
     Removed,
+    Resumed,
     Stalled,
     rfc3339,
 )
@@ -125,9 +127,14 @@ def observe(download: Download, torrent: Torrent, now: float, stalled_after: flo
         new.errored = False
 
     # A completed download stays tracked: stopping its seeding is a pause too, reported after
-    # the completion when both are seen in the same cycle.
+    # the completion when both are seen in the same cycle; starting it again a resume.
     new.paused = torrent.state in PAUSED
-    paused = [] if download.paused or not new.paused else [_paused(new, torrent)]
+    if new.paused and not download.paused:
+        paused = [_paused(new, torrent)]
+    elif download.paused and not new.paused:
+        paused = [_resumed(new, torrent)]
+    else:
+        paused = []
     if download.stage != "active":
         return Observation(new, events + paused, None)
 
@@ -217,8 +224,11 @@ class Vanishing:
 
 
 def removed(download: Download) -> Removed:
+    """Someone else removed it: who, and whether its files went with it, is not known."""
     return Removed(
         **_identity(download),
+        reason=BY_EXTERNAL,
+        files_deleted=None,
         last_state=download.last_state,
         last_progress=download.last_progress,
         completed=download.stage == "completed",
@@ -226,7 +236,15 @@ def removed(download: Download) -> Removed:
 
 
 def _paused(download: Download, torrent: Torrent) -> Paused:
-    return Paused(**_identity(download), state=torrent.state, progress=torrent.progress)
+    return Paused(
+        **_identity(download), state=torrent.state, progress=torrent.progress, by=BY_EXTERNAL
+    )
+
+
+def _resumed(download: Download, torrent: Torrent) -> Resumed:
+    return Resumed(
+        **_identity(download), state=torrent.state, progress=torrent.progress, by=BY_EXTERNAL
+    )
 
 
 def _identity(download: Download) -> dict[str, str | None]:

@@ -119,18 +119,24 @@ def test_infinite_eta_is_null():
 
 
 @pytest.mark.parametrize("state", ["pausedDL", "stoppedDL"])
-def test_paused_is_reported_once_per_pause(state):
+def test_paused_and_resumed_are_reported_once_each_and_say_nobody_here_did_it(state):
     d = download()
-    names = []
-    for step, s in enumerate([state, state, "downloading", state, state]):
+    seen_events = []
+    for step, s in enumerate([state, state, "downloading", "downloading", state, state]):
         seen = observe(d, torrent(s, completed=50 + step), NOW + step, 1800)
-        names += [e.name_of_event for e in seen.events]
+        seen_events += seen.events
         d = seen.download
-    assert names == ["downloads.paused", "downloads.paused"]
+    assert [e.name_of_event for e in seen_events] == [
+        "downloads.paused",
+        "downloads.resumed",
+        "downloads.paused",
+    ]
+    assert {e.by for e in seen_events} == {"external"}
+    assert seen_events[1].state == "downloading"
 
 
 @pytest.mark.parametrize("state", ["pausedUP", "stoppedUP"])
-def test_a_completed_download_stopped_from_seeding_is_paused_once_per_pause(state):
+def test_a_completed_download_stopped_from_seeding_is_paused_and_resumed_once_each(state):
     d = observe(download(), torrent("uploading", **DONE), NOW, 1800).download
     names = []
     for step, s in enumerate([state, state, "uploading", state, state]):
@@ -138,7 +144,7 @@ def test_a_completed_download_stopped_from_seeding_is_paused_once_per_pause(stat
         names += [e.name_of_event for e in seen.events]
         assert seen.progress is None
         d = seen.download
-    assert names == ["downloads.paused", "downloads.paused"]
+    assert names == ["downloads.paused", "downloads.resumed", "downloads.paused"]
     assert d.stage == "completed"
 
 
@@ -174,7 +180,7 @@ def test_time_spent_paused_does_not_count_towards_a_stall():
     d = download(progress_changed_at=NOW)
     d = observe(d, torrent("pausedDL"), NOW + 100, 30).download
     seen = observe(d, torrent("stalledDL"), NOW + 110, 30)
-    assert [e.name_of_event for e in seen.events] == []
+    assert [e.name_of_event for e in seen.events] == ["downloads.resumed"]  # and no stall
 
 
 def test_a_rekeyed_hybrid_keeps_its_hash_and_learns_its_v2():

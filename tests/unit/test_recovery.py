@@ -57,6 +57,19 @@ def test_added_and_not_removed_are_tracked_with_what_was_reported():
     assert by_hash[B].request_id == "rb"
 
 
+def test_a_pause_that_history_shows_resumed_is_not_a_pause_any_more():
+    rebuilt = rebuild(
+        trail(
+            ("added", A, {}),
+            ("paused", A, {"by": "external"}),
+            ("resumed", A, {"by": "external"}),
+            ("added", B, {}),
+            ("paused", B, {"by": "command"}),
+        )
+    )
+    assert {d.hash: d.paused for d in rebuilt} == {A: False, B: True}
+
+
 def test_a_v2_download_is_looked_for_under_its_v2_id():
     [download] = rebuild(trail(("added", V2[:40], {"infohash_v2": V2})))
     assert download.qbit_id == V2[:40] and download.infohash_v1 is None

@@ -91,7 +91,14 @@ def test_what_the_poller_found_about_a_replaced_download_is_dropped(tmp_path):
         content_path="/d/x",
         completed_at="2026-01-01T00:00:00Z",
     )
-    gone = Removed(**identity("first"), last_state=None, last_progress=None, completed=False)
+    gone = Removed(
+        **identity("first"),
+        reason="external",
+        files_deleted=None,
+        last_state=None,
+        last_progress=None,
+        completed=False,
+    )
     progress = Progress(
         **identity("first"),
         state="downloading",
@@ -129,7 +136,14 @@ def test_findings_about_the_download_held_are_applied_and_an_unknown_added_on_is
     registry.record(updated=[attrs.evolve(seen, added_on=FIRST)], persist=[H])
     [learnt] = registry.snapshot()
     assert learnt.added_on == FIRST
-    gone = Removed(**identity("old-row"), last_state=None, last_progress=None, completed=False)
+    gone = Removed(
+        **identity("old-row"),
+        reason="external",
+        files_deleted=None,
+        last_state=None,
+        last_progress=None,
+        completed=False,
+    )
     registry.record(removed=[learnt], events=[gone])
 
     assert registry.snapshot() == []
