@@ -105,6 +105,14 @@ class PollingConfig:
     stalled_after_seconds: float = attrs.field(default=1800.0, validator=_at_least(1))
 
 
+@attrs.frozen(kw_only=True)
+class CommandsConfig:
+    #: May remove/pause/resume torrents this service did not add (without its tag).
+    control_unmanaged: bool = False
+    #: The largest .torrent file a ``downloads.add`` may carry.
+    max_torrent_bytes: int = attrs.field(default=4_194_304, validator=_at_least(1))
+
+
 #: RabbitMQ's ``x-max-age`` syntax: a whole number and one unit (years, months, days, hours,
 #: minutes, seconds).
 _MAX_AGE_RE = re.compile(r"^[1-9][0-9]*[YMDhms]$")
@@ -157,6 +165,7 @@ class Config:
     rabbitmq: RabbitmqConfig = RabbitmqConfig()
     qbittorrent: QbittorrentConfig = QbittorrentConfig()
     polling: PollingConfig = PollingConfig()
+    commands: CommandsConfig = CommandsConfig()
     categories: Mapping[str, str] = attrs.field(factory=lambda: dict(DEFAULT_CATEGORIES))
     history: HistoryConfig = HistoryConfig()
     state: StateConfig = StateConfig()
@@ -170,6 +179,7 @@ _SECTIONS: Final[dict[str, type]] = {
     "rabbitmq": RabbitmqConfig,
     "qbittorrent": QbittorrentConfig,
     "polling": PollingConfig,
+    "commands": CommandsConfig,
     "history": HistoryConfig,
     "state": StateConfig,
     "logging": LoggingConfig,

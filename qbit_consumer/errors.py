@@ -28,6 +28,8 @@ UNKNOWN_COMMAND: Final = "unknown_command"
 TOO_LARGE: Final = "too_large"
 QBITTORRENT_REJECTED: Final = "qbittorrent_rejected"
 RETRIES_EXHAUSTED: Final = "retries_exhausted"
+NOT_MANAGED: Final = "not_managed"
+NOT_FOUND: Final = "not_found"
 
 REASONS: Final = frozenset(
     {
@@ -39,6 +41,8 @@ REASONS: Final = frozenset(
         TOO_LARGE,
         QBITTORRENT_REJECTED,
         RETRIES_EXHAUSTED,
+        NOT_MANAGED,
+        NOT_FOUND,
     }
 )
 

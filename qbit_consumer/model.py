@@ -62,6 +62,7 @@ class Torrent:
     num_seeds: int
     num_leechs: int
     added_on: int
+    tags: tuple[str, ...] = ()
 
     @classmethod
     def from_api(cls, item: Mapping[str, Any]) -> Torrent:
@@ -84,6 +85,7 @@ class Torrent:
             num_seeds=int(item.get("num_seeds", 0)),
             num_leechs=int(item.get("num_leechs", 0)),
             added_on=int(item.get("added_on", 0)),
+            tags=tuple(t.strip() for t in str(item.get("tags", "")).split(",") if t.strip()),
         )
 
     @property
@@ -123,6 +125,10 @@ class Download:
     #: qBittorrent's ``added_on`` of the torrent tracked: tells this download apart from a
     #: later one with the same hash (removed and added again). None until first seen.
     added_on: int | None = None
+    #: A command's change asked of qBittorrent and not yet seen done (``PENDING_*``): written
+    #: before the call, so that the poll that sees it done after a crash says it was the
+    #: command, not someone else.
+    pending: str | None = None
 
     @classmethod
     def added(
@@ -178,6 +184,12 @@ def compact(download: Download) -> Download:
     if download.category is not None:
         download.category = sys.intern(download.category)
     return download
+
+
+PENDING_PAUSE: Final = "pause"
+PENDING_RESUME: Final = "resume"
+PENDING_REMOVE: Final = "remove"
+PENDING_REMOVE_FILES: Final = "remove+files"
 
 
 class Reachability:

@@ -86,7 +86,7 @@ class Service:
         self.consumer = ConsumerThread(
             cfg,
             gate,
-            record=self.registry.track,
+            tracked=self.registry,
             qbit=self.poller.qbit,
             blocked=self._state_blocked,
         )

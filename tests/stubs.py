@@ -291,6 +291,8 @@ class FakeQbit:
         self.category_of: dict[str, str] = {}
         self.calls: list[str] = []
         self.asked: list[set[str]] = []
+        #: What ``remove`` was asked: torrent id -> with its files.
+        self.removed_with_files: dict[str, bool] = {}
         self.closed = False
         self._failures: list[_Failure] = []
 
@@ -346,15 +348,39 @@ class FakeQbit:
             return []
         self._call("torrents")
         self.asked.append(wanted)
-        return [t for t in self.listed.values() if t.id in wanted]
+        return [self._with_tags(t) for t in self.listed.values() if t.id in wanted]
 
     def all_torrents(self) -> list[Torrent]:
         self._call("all_torrents")
-        return list(self.listed.values())
+        return [self._with_tags(t) for t in self.listed.values()]
 
     def tagged(self, tag: str) -> list[Torrent]:
         self._call("tagged")
-        return [t for t in self.listed.values() if tag in self.tags.get(t.id, ())]
+        return [self._with_tags(t) for t in self.listed.values() if tag in self.tags.get(t.id, ())]
+
+    def remove_torrent(self, torrent_id: str, *, delete_files: bool) -> None:
+        self._call("remove_torrent")
+        self.removed_with_files[torrent_id] = delete_files
+        del self.listed[torrent_id]
+
+    def pause_torrent(self, torrent_id: str) -> None:
+        self._call("pause_torrent")
+        self.change(
+            torrent_id,
+            state="stoppedUP" if self.listed[torrent_id].amount_left == 0 else "stoppedDL",
+        )
+
+    def resume_torrent(self, torrent_id: str) -> None:
+        self._call("resume_torrent")
+        self.change(
+            torrent_id,
+            state="uploading" if self.listed[torrent_id].amount_left == 0 else "downloading",
+        )
+
+    def _with_tags(self, t: Torrent) -> Torrent:
+        return (
+            attrs.evolve(t, tags=tuple(sorted(self.tags.get(t.id, ())))) if t.id in self.tags else t
+        )
 
     def ensure_category(self, name: str, save_path: str) -> None:
         self._call("ensure_category")

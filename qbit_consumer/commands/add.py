@@ -15,6 +15,7 @@ import attrs
 
 from qbit_consumer.commands.batch import AddResult, add_downloads
 from qbit_consumer.commands.outcomes import Done, Outcome
+from qbit_consumer.commands.tracked import BatchView
 from qbit_consumer.config import Config
 from qbit_consumer.contract.events import MAGNET, Added, Received
 from qbit_consumer.contract.magnet import Magnet, parse_magnet
@@ -85,8 +86,11 @@ def received(command: AddCommand) -> Received:
     )
 
 
-def carry_out(qbit: QbitClient, commands: Sequence[AddCommand], cfg: Config) -> list[Outcome]:
-    """Each command's outcome: its ``added`` event and the download to track, or its error."""
+def carry_out(
+    qbit: QbitClient, commands: Sequence[AddCommand], cfg: Config, _tracked: BatchView
+) -> list[Outcome]:
+    """Each command's outcome: its ``added`` event and the download to track, or its error
+    (qBittorrent itself says what it holds already: no need to look at what is tracked)."""
     results = add_downloads(qbit, commands, cfg.categories.__getitem__)
     return [
         _done(command, result) if isinstance(result, AddResult) else result

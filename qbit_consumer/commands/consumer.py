@@ -29,9 +29,10 @@ from qbit_consumer.broker.topology import build_topology
 from qbit_consumer.commands.handling import CommandHandler
 from qbit_consumer.commands.poison import PoisonGuard, marker_path
 from qbit_consumer.commands.table import COMMANDS
+from qbit_consumer.commands.tracked import Tracked
 from qbit_consumer.config import Config
 from qbit_consumer.errors import ShuttingDown
-from qbit_consumer.model import Download, Reachability
+from qbit_consumer.model import Reachability
 from qbit_consumer.qbit import LoginGate, QbitClient
 from qbit_consumer.qbit.worker import QbitWorker
 from qbit_consumer.redact import redact_url
@@ -52,18 +53,18 @@ class ConsumerThread(ServiceThread):
         cfg: Config,
         gate: LoginGate,
         *,
-        record: Callable[[list[Download]], None],
+        tracked: Tracked,
         qbit: Reachability,
         blocked: Callable[[], str | None],
     ) -> None:
-        """``record`` starts tracking what a batch added, before its acks; ``qbit`` is whether
+        """``tracked`` is where a batch's changes are recorded, before its acks; ``qbit`` is whether
         the poller finds qBittorrent answering; ``blocked()`` says why else commands must wait
         in their queue now (None: take them)."""
         super().__init__(CONSUMER)
         self._cfg = cfg
         self._qbit_status = qbit
         self._blocked = blocked
-        self._record = record
+        self._tracked = tracked
         self.connected = threading.Event()
         self._qbit = QbitWorker(lambda: QbitClient(cfg.qbittorrent, gate))
         self._guard = PoisonGuard(marker_path(cfg.state.path))
@@ -123,7 +124,7 @@ class ConsumerThread(ServiceThread):
             declarations=Declarations(broker, self._topology),
             guard=self._guard,
             stopping=self._stopping.is_set,
-            record=self._record,
+            tracked=self._tracked,
         )
         self.connected.set()
         self._mention_the_old_queue(broker)

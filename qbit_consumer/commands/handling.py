@@ -44,6 +44,7 @@ from qbit_consumer.commands.outcomes import (
 from qbit_consumer.commands.poison import PoisonGuard
 from qbit_consumer.commands.settling import Settler, Taken, log_fields
 from qbit_consumer.commands.table import CommandKind, command_name, parse_command
+from qbit_consumer.commands.tracked import BatchView, Tracked
 from qbit_consumer.config import Config
 from qbit_consumer.contract.messages import CommandContext
 from qbit_consumer.errors import (
@@ -81,9 +82,9 @@ class CommandHandler:
         declarations: Declarations,
         guard: PoisonGuard,
         stopping: Callable[[], bool],
-        record: Callable[[list[Download]], None],
+        tracked: Tracked,
     ) -> None:
-        """``record`` starts tracking what a batch added, before its acks (the registry)."""
+        """``tracked``: the registry, where a batch's changes are recorded before its acks."""
         self._cfg = cfg
         self._broker = broker
         self._run_qbit = run_qbit
@@ -91,7 +92,7 @@ class CommandHandler:
         self._settler = Settler(cfg, broker, declarations)
         self._guard = guard
         self._stopping = stopping
-        self._record_downloads = record
+        self._tracked = tracked
 
     def handle_batch(self, deliveries: list[Delivery]) -> None:
         """Carry out commands that arrived together; each is acked once its outcome is safe.
@@ -139,8 +140,13 @@ class CommandHandler:
         """
         refused = [item for item in items if item.refused]
         safe = [item for item in items if item not in refused]
-        if track := [d for item in safe if item.done is not None for d in item.done.track]:
+        done = [item.done for item in safe if item.done is not None]
+        if track := [d for outcome in done for d in outcome.track]:
             self._record(track)
+        updated = [d for outcome in done for d in outcome.update]
+        ended = [d for outcome in done for d in outcome.end]
+        if updated or ended:
+            self._tracked.commanded(updated=updated, ended=ended)
         self._settler.ack(
             [item for item in safe if not self._settler.is_held(item)], whole_batch=not refused
         )
@@ -202,14 +208,15 @@ class CommandHandler:
                 runs[-1][1].append(item)
             else:
                 runs.append((item.kind, [item]))
-        cfg = self._cfg
+        cfg, view = self._cfg, BatchView(self._tracked)
 
         def work(qbit: QbitClient) -> list[Outcome]:
-            return [
-                outcome
-                for kind, items in runs
-                for outcome in kind.carry_out(qbit, [item.command for item in items], cfg)
-            ]
+            outcomes: list[Outcome] = []
+            for kind, items in runs:
+                done = kind.carry_out(qbit, [item.command for item in items], cfg, view)
+                view.added(d for o in done if isinstance(o, Done) for d in o.track)
+                outcomes += done
+            return outcomes
 
         working = self._run_qbit(work)
         for item in valid:  # qBittorrent works while the `received` events go out
@@ -230,7 +237,7 @@ class CommandHandler:
         waiting = False
         while True:
             try:
-                self._record_downloads(added)
+                self._tracked.track(added)
                 return
             except StateUnavailable as exc:
                 if not waiting:

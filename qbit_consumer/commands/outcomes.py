@@ -24,11 +24,14 @@ COMMAND_HEADER: Final = "x-command"
 
 @attrs.frozen(kw_only=True)
 class Done:
-    """A command carried out: the events that report it (confirmed before the ack), the
-    downloads to track from now on (recorded before the ack), and its log line."""
+    """A command carried out: the events that report it (confirmed before the ack), what it
+    changes in the tracked set (recorded before the ack: downloads to track from now on,
+    tracked ones changed, tracked ones no more), and its log line."""
 
     events: tuple[Event, ...]
     track: tuple[Download, ...] = ()
+    update: tuple[Download, ...] = ()
+    end: tuple[Download, ...] = ()
     log_line: str
     log_fields: Mapping[str, Any] = attrs.field(factory=dict)
 

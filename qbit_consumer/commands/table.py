@@ -18,8 +18,9 @@ from typing import Any, Final, Generic, TypeVar
 import attrs
 
 from qbit_consumer.broker import Delivery
-from qbit_consumer.commands import add
+from qbit_consumer.commands import add, control
 from qbit_consumer.commands.outcomes import COMMAND_HEADER, Outcome
+from qbit_consumer.commands.tracked import BatchView
 from qbit_consumer.config import Config
 from qbit_consumer.contract.events import Event
 from qbit_consumer.contract.messages import CommandContext, read_body
@@ -42,8 +43,9 @@ class CommandKind(Generic[C]):
     #: works (None: the command has none).
     received: Callable[[C], Event] | None
     #: Carries out commands of this kind that arrived together, on the qBittorrent thread:
-    #: one outcome per command, in order.
-    carry_out: Callable[[QbitClient, Sequence[C], Config], list[Outcome]]
+    #: one outcome per command, in order. The view shows the tracked downloads, with what the
+    #: batch's earlier commands added.
+    carry_out: Callable[[QbitClient, Sequence[C], Config, BatchView], list[Outcome]]
 
 
 COMMANDS: Final[dict[str, CommandKind[Any]]] = {
@@ -54,6 +56,15 @@ COMMANDS: Final[dict[str, CommandKind[Any]]] = {
             parse=add.parse,
             received=add.received,
             carry_out=add.carry_out,
+        ),
+        *(
+            CommandKind(
+                routing_key=key,
+                parse=control.parser(key),
+                received=None,
+                carry_out=control.carry_out,
+            )
+            for key in (control.REMOVE, control.PAUSE, control.RESUME)
         ),
     )
 }

@@ -118,7 +118,13 @@ def _strict_converter() -> cattrs.Converter:
                 raise FieldError(None, f"must be a list of strings, has {json_type(item)}")
         return value
 
+    def strict_bool(value: Any, _: type) -> bool:
+        if not isinstance(value, bool):  # "false" would be true to bool()
+            raise FieldError(None, f"must be true or false, got {json_type(value)}")
+        return value
+
     conv.register_structure_hook(str, strict_str)
+    conv.register_structure_hook(bool, strict_bool)
     conv.register_structure_hook_func(lambda t: t == list[str], strict_str_list)
     return conv
 

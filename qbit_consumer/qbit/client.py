@@ -175,6 +175,22 @@ class QbitClient:
             with self._translate("tagging a torrent"):
                 self._client.torrents_add_tags(tags=tags, torrent_hashes=torrent_id)
 
+    def remove_torrent(self, torrent_id: str, *, delete_files: bool) -> None:
+        """Remove one torrent, with its data when ``delete_files``."""
+        with self._translate("removing a torrent"):
+            self._client.torrents_delete(delete_files=delete_files, torrent_hashes=torrent_id)
+
+    def pause_torrent(self, torrent_id: str) -> None:
+        """Stop one torrent: ``torrents/stop`` from Web API 2.11 (5.0), ``pause`` before; the
+        version is asked once per login (``session.Client``)."""
+        with self._translate("pausing a torrent"):
+            self._client.torrents_stop(torrent_hashes=torrent_id)
+
+    def resume_torrent(self, torrent_id: str) -> None:
+        """Start one torrent again: ``torrents/start`` from 5.0, ``resume`` before."""
+        with self._translate("resuming a torrent"):
+            self._client.torrents_start(torrent_hashes=torrent_id)
+
     def close(self) -> None:
         """Log out, so qBittorrent frees the session (it keeps one per login otherwise)."""
         with contextlib.suppress(Exception):

@@ -19,6 +19,7 @@ from typing import Final
 import attrs
 
 from qbit_consumer.contract.events import (
+    BY_COMMAND,
     BY_EXTERNAL,
     Completed,
     Errored,
@@ -30,7 +31,14 @@ from qbit_consumer.contract.events import (
     Stalled,
     rfc3339,
 )
-from qbit_consumer.model import Download, Torrent
+from qbit_consumer.model import (
+    PENDING_PAUSE,
+    PENDING_REMOVE,
+    PENDING_REMOVE_FILES,
+    PENDING_RESUME,
+    Download,
+    Torrent,
+)
 
 #: States in which qBittorrent's numbers describe a check or a move, not the download.
 CHECKING: Final = frozenset({"checkingDL", "checkingUP", "checkingResumeData", "moving"})
@@ -130,11 +138,13 @@ def observe(download: Download, torrent: Torrent, now: float, stalled_after: flo
     # the completion when both are seen in the same cycle; starting it again a resume.
     new.paused = torrent.state in PAUSED
     if new.paused and not download.paused:
-        paused = [_paused(new, torrent)]
+        paused = [_paused(new, torrent, _by(download.pending == PENDING_PAUSE))]
     elif download.paused and not new.paused:
-        paused = [_resumed(new, torrent)]
+        paused = [_resumed(new, torrent, _by(download.pending == PENDING_RESUME))]
     else:
         paused = []
+    if (download.pending, new.paused) in ((PENDING_PAUSE, True), (PENDING_RESUME, False)):
+        new.pending = None  # the command's change is done
     if download.stage != "active":
         return Observation(new, events + paused, None)
 
@@ -224,27 +234,29 @@ class Vanishing:
 
 
 def removed(download: Download) -> Removed:
-    """Someone else removed it: who, and whether its files went with it, is not known."""
+    """Gone from qBittorrent: by the remove command that was pending (the service stopped
+    before it reported it), or by someone else, who may or may not have deleted the files."""
+    by_command = download.pending in (PENDING_REMOVE, PENDING_REMOVE_FILES)
     return Removed(
         **_identity(download),
-        reason=BY_EXTERNAL,
-        files_deleted=None,
+        reason=_by(by_command),
+        files_deleted=(download.pending == PENDING_REMOVE_FILES) if by_command else None,
         last_state=download.last_state,
         last_progress=download.last_progress,
         completed=download.stage == "completed",
     )
 
 
-def _paused(download: Download, torrent: Torrent) -> Paused:
-    return Paused(
-        **_identity(download), state=torrent.state, progress=torrent.progress, by=BY_EXTERNAL
-    )
+def _paused(download: Download, torrent: Torrent, by: str) -> Paused:
+    return Paused(**_identity(download), state=torrent.state, progress=torrent.progress, by=by)
 
 
-def _resumed(download: Download, torrent: Torrent) -> Resumed:
-    return Resumed(
-        **_identity(download), state=torrent.state, progress=torrent.progress, by=BY_EXTERNAL
-    )
+def _resumed(download: Download, torrent: Torrent, by: str) -> Resumed:
+    return Resumed(**_identity(download), state=torrent.state, progress=torrent.progress, by=by)
+
+
+def _by(command: bool) -> str:
+    return BY_COMMAND if command else BY_EXTERNAL
 
 
 def _identity(download: Download) -> dict[str, str | None]:

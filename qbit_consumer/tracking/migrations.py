@@ -110,11 +110,23 @@ def _without_added_at(db: sqlite3.Connection) -> None:
         db.execute("ALTER TABLE downloads DROP COLUMN added_at")
 
 
+def _commands_pending_and_gone(db: sqlite3.Connection) -> None:
+    """Schema 4, for remove/pause/resume: a download's ``pending`` command (asked of
+    qBittorrent, not seen done yet), and ``gone``, every id of a download whose tracking ended
+    and when: a remove repeated after its download was reported removed is acked, not
+    dead-lettered ``not_found``."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(downloads)")}
+    if "pending" not in columns:  # like the steps before it: only what is still missing
+        db.execute("ALTER TABLE downloads ADD COLUMN pending TEXT")
+    db.execute("CREATE TABLE IF NOT EXISTS gone (key TEXT PRIMARY KEY, at REAL NOT NULL)")
+
+
 #: Step n (counted from 1) turns a file of version n - 1 into one of version n.
 STEPS: Final[tuple[Step, ...]] = (
     _tables_of_schema_1,
     _added_on_instead_of_added_at,
     _without_added_at,
+    _commands_pending_and_gone,
 )
 
 SCHEMA_VERSION: Final = len(STEPS)

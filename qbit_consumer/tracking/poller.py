@@ -132,9 +132,11 @@ class PollerThread(ServiceThread):
         chunk's progress events while the next chunk is fetched, so the queue holds about one
         chunk of them instead of every tracked download's (10,000 bodies are ~6 MB).
         """
-        downloads = self._registry.snapshot()
+        downloads, busy = self._registry.poll_snapshot()
         active = [d for d in downloads if d.stage == "active"]
         checked = active + self._sweep_slice([d for d in downloads if d.stage != "active"])
+        if busy:  # a command is pausing, resuming or removing them: it reports what it did
+            checked = [d for d in checked if d.hash not in busy]
         del downloads, active  # 10,000 references a cycle: only ``checked`` is needed now
         if not checked:
             qbit.ping()  # nothing to track, but an outage must still be noticed

@@ -57,6 +57,10 @@ class Registry:
         #: Lifecycle events not confirmed by the broker yet, by number: what the outbox must
         #: hold when the file is written again from memory.
         self._unconfirmed = {event.seq: event for event in state.load_outbox()}
+        #: Downloads a remove/pause/resume command has in hand (``intend`` to ``commanded``),
+        #: and those commands changed since the poller's last ``poll_snapshot``.
+        self._busy: set[str] = set()
+        self._touched: set[str] = set()
         self._last_seq = max(self._unconfirmed, default=0)
         self._problem: StateProblem | None = None
         #: Set while the state file can be written: commands are taken only then.
@@ -126,6 +130,68 @@ class Registry:
             self._state.commit(upsert=downloads)
             self._downloads.update((d.hash, d) for d in downloads)
 
+    # -- for remove / pause / resume ---------------------------------------------------------
+
+    def find(self, keys: Iterable[str]) -> Download | None:
+        """The tracked download known by any of ``keys`` (its hash, or another of its ids)."""
+        keys = tuple(keys)
+        with self._lock:
+            for key in keys:
+                if (held := self._downloads.get(key)) is not None:
+                    return held
+            wanted = set(keys)
+            return next((d for d in self._downloads.values() if wanted & set(d.keys)), None)
+
+    def was_tracked(self, keys: Iterable[str]) -> bool:
+        """Whether a download known by any of ``keys`` was tracked, and no longer is."""
+        with self._lock:
+            return self._state.was_tracked(keys)
+
+    def intend(self, download: Download, pending: str | None) -> Download:
+        """Note, in the state file at once, the change a command is about to ask of
+        qBittorrent (None: the call failed, nothing is pending). Until ``commanded`` the
+        download is the command's: the poller leaves it alone, so the change is reported once,
+        by the command. After a crash in between, the poll that sees the change done reports
+        it as the command's, from ``pending``. Returns the download as now held."""
+        with self._lock:
+            held = self._downloads.get(download.hash)
+            if held is None:
+                return download
+            held = attrs.evolve(held, pending=pending)
+            self._write(lambda: self._state.commit(upsert=[held]))
+            self._downloads[held.hash] = held
+            if pending is None:
+                self._busy.discard(held.hash)
+            else:
+                self._busy.add(held.hash)
+            return held
+
+    def commanded(
+        self, *, updated: Iterable[Download] = (), ended: Iterable[Download] = ()
+    ) -> None:
+        """What remove/pause/resume commands did, once their events are confirmed: ``updated``
+        replace the held downloads, ``ended`` are tracked no more. One transaction."""
+        with self._lock:
+            updated = [d for d in updated if d.hash in self._downloads]
+            ended = [self._downloads[d.hash] for d in ended if d.hash in self._downloads]
+            if updated or ended:
+                self._write(lambda: self._state.commit(upsert=updated, delete=ended))
+            for download in updated:
+                self._downloads[download.hash] = download
+            for download in ended:
+                del self._downloads[download.hash]
+            changed = {d.hash for d in (*updated, *ended)}
+            self._busy -= changed
+            self._touched |= changed
+
+    def poll_snapshot(self) -> tuple[list[Download], frozenset[str]]:
+        """``snapshot`` at the start of a poll cycle, with the downloads a command has in hand
+        (the poller leaves them to it). What commands change from now on is not overwritten by
+        this cycle's findings (``record``)."""
+        with self._lock:
+            self._touched.clear()
+            return list(self._downloads.values()), frozenset(self._busy)
+
     def snapshot(self) -> list[Download]:
         """The tracked downloads, for the poller to compare outside the lock. Not copies (with
         10,000 tracked, copies cost megabytes a cycle): the poller never changes them, it
@@ -157,7 +223,7 @@ class Registry:
         removed = list(removed)
         bodies = [(event, event.to_json()) for event in events]  # outside the lock: CPU
         with self._lock:
-            stale = {d.hash for d in (*updated, *removed) if not self._holds(d)}
+            stale = {d.hash for d in (*updated, *removed) if not self._holds(d)} | self._touched
             gone = {d.hash for d in removed} - stale
             current = [d for d in updated if d.hash not in stale and d.hash not in gone]
             upsert = [d for d in current if d.hash in persist]
@@ -165,7 +231,8 @@ class Registry:
                 self._stored(event, body) for event, body in bodies if event.hash not in stale
             ]
             if upsert or gone or stored:
-                self._write(lambda: self._state.commit(upsert=upsert, delete=gone, events=stored))
+                ended = [self._downloads[key] for key in gone]
+                self._write(lambda: self._state.commit(upsert=upsert, delete=ended, events=stored))
             for download in current:
                 self._downloads[download.hash] = download
             for key in gone:

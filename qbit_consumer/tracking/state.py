@@ -28,6 +28,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Final
@@ -40,6 +41,9 @@ from qbit_consumer.model import Download, compact
 from qbit_consumer.tracking.migrations import SCHEMA_VERSION, migrate, transaction
 
 log = logging.getLogger(__name__)
+
+#: How long the ids of a download whose tracking ended are kept (``was_tracked``).
+GONE_KEPT_SECONDS: Final = 90 * 86_400
 
 _FIELDS: Final = [f.name for f in attrs.fields(Download)]
 #: What a refusal to start on a corrupt file tells the user to do.
@@ -132,22 +136,43 @@ class State:
 
     # -- writes ----------------------------------------------------------------------------
 
+    def was_tracked(self, keys: Iterable[str]) -> bool:
+        """Whether a download known by any of ``keys`` was tracked and its tracking ended
+        within ``GONE_KEPT_SECONDS``."""
+        wanted = list(keys)
+        with self._lock:
+            assert self._db is not None
+            row = self._db.execute(
+                f"SELECT 1 FROM gone WHERE key IN ({', '.join('?' for _ in wanted)})",  # noqa: S608
+                wanted,
+            ).fetchone()
+        return row is not None
+
     def commit(
         self,
         *,
         upsert: Iterable[Download] = (),
-        delete: Iterable[str] = (),
+        delete: Iterable[Download] = (),
         events: Iterable[Envelope] = (),
     ) -> None:
-        """One transaction: save downloads, forget removed ones, append events to the outbox.
+        """One transaction: save downloads, forget removed ones (their ids kept in ``gone``),
+        append events to the outbox.
 
         Events keep the ``seq`` they were given: the registry numbers them, so that an event
         has its number (and its place in the publish queue) even when this write fails.
         :raises StateUnavailable: nothing was written.
         """
+        delete = list(delete)
+        now = time.time()
         with self._transaction() as db:
             db.executemany(_UPSERT, [_row(d) for d in upsert])
-            db.executemany("DELETE FROM downloads WHERE hash = ?", [(h,) for h in delete])
+            db.executemany("DELETE FROM downloads WHERE hash = ?", [(d.hash,) for d in delete])
+            if delete:
+                db.executemany(
+                    "INSERT OR REPLACE INTO gone (key, at) VALUES (?, ?)",
+                    [(key, now) for d in delete for key in d.keys],
+                )
+                db.execute("DELETE FROM gone WHERE at < ?", (now - GONE_KEPT_SECONDS,))
             db.executemany(_INSERT_EVENT, [_event_row(e) for e in events])
 
     def rewrite(self, downloads: Iterable[Download], events: Iterable[Envelope]) -> None:

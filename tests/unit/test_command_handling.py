@@ -59,13 +59,28 @@ class Bridge:
     stopping: bool = False
     handler: CommandHandler = attrs.field(init=False)
 
-    def record(self, downloads: list[Download]) -> None:
+    # -- the registry, as the handler uses it (``commands.tracked.Tracked``) ------------------
+
+    def track(self, downloads: list[Download]) -> int:
         if self.unwritable > 0:
             self.unwritable -= 1
             self.broker.note("record refused")
             raise StateUnavailable(Path("s.sqlite3"), "disk full")
         self.recorded.extend(downloads)
         self.broker.note("record")
+        return len(downloads)
+
+    def find(self, keys):
+        return next((d for d in self.recorded if set(keys) & set(d.keys)), None)
+
+    def was_tracked(self, keys) -> bool:
+        return False
+
+    def intend(self, download: Download, pending: str | None) -> Download:
+        return download
+
+    def commanded(self, *, updated=(), ended=()) -> None:
+        self.broker.note("commanded")
 
 
 def make_bridge(tmp_path: Path, cfg: Config | None = None) -> Bridge:
@@ -78,7 +93,7 @@ def make_bridge(tmp_path: Path, cfg: Config | None = None) -> Bridge:
         declarations=Declarations(bridge.broker, topology),
         guard=PoisonGuard(tmp_path / "in-hand"),
         stopping=lambda: bridge.stopping,
-        record=bridge.record,
+        tracked=bridge,
     )
     return bridge
 
