@@ -4,13 +4,15 @@ downloads on loopback, the data checked on disk, qBittorrent asked what it holds
 from __future__ import annotations
 
 import json
+import signal
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.fixtures.faults import HttpFaultProxy
 from tests.fixtures.rabbitmq import wait_until
-from tests.fixtures.service import magnet_for, random_hash
+from tests.fixtures.service import magnet_for, random_hash, service_ini, spawn_service
 from tests.test_lifecycle import FAST, send
 
 pytestmark = pytest.mark.live
@@ -124,3 +126,52 @@ def test_a_torrent_added_by_hand_is_not_managed_and_a_hash_never_seen_is_not_fou
     }
     assert qbittorrent.client().torrents_info(torrent_hashes=by_hand)  # untouched
     assert broker.message_count(names.dead_letter_queue) == 2
+
+
+def test_a_service_killed_between_qbittorrents_removal_and_the_ack_reports_it_once_after(
+    qbittorrent, amqp_url, names, broker, events, tmp_path
+):
+    proxy = HttpFaultProxy(qbittorrent.url)
+    config = service_ini(
+        tmp_path / "config.ini",
+        amqp_url,
+        names,
+        proxy.url,
+        qbittorrent.password,
+        polling=FAST,
+        qbittorrent={"timeout_seconds": 60},
+    )
+    log = tmp_path / "service.log"
+    infohash = random_hash()
+    process = spawn_service(config, log)
+    try:
+        send(broker, names, magnet_for(infohash), request_id="doomed")
+        events.wait_for("downloads.added", hash=infohash)
+        proxy.answer_late_paths.add("/api/v2/torrents/delete")
+
+        control(broker, names, "remove", infohash, delete_files=True)
+        wait_until(
+            lambda: not qbittorrent.client().torrents_info(torrent_hashes=infohash),
+            20,
+            "qBittorrent to have removed it",
+        )
+        process.kill()  # qBittorrent removed it; the service never heard back, nor acked
+        process.wait()
+        assert events.of("downloads.removed") == []
+
+        proxy.answer_late_paths.clear()
+        proxy.release.set()
+        process = spawn_service(config, log)
+        removed = events.wait_for("downloads.removed", hash=infohash, timeout=20)[0]
+        time.sleep(2.0)  # the redelivered remove is handled; polls go by
+
+        assert (removed["reason"], removed["files_deleted"]) == ("command", True)
+        assert removed["request_id"] == "doomed"
+        assert len(events.of("downloads.removed", hash=infohash)) == 1
+        assert broker.message_count(names.command_queue) == 0  # the remove was acked
+        assert broker.message_count(names.dead_letter_queue) == 0
+        assert sum(c.startswith("/api/v2/torrents/delete") for c in proxy.calls) == 1
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(15)
+        proxy.close()
