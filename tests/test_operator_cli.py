@@ -51,6 +51,55 @@ def test_send_publishes_a_command_and_refuses_one_the_service_would_dead_letter(
     assert broker.message_count(names.command_queue) == 0
 
 
+def test_send_pause_resume_and_remove_by_hash_with_delete_files(
+    qbittorrent, make_config, start_service, broker, names, events
+):
+    cfg = make_config(qbittorrent, polling={"interval_seconds": 0.25})
+    start_service(cfg)
+    infohash = random_hash()
+    assert (
+        run_cli("send", magnet_for(infohash), "--category", "tv", "--config", cfg.source).returncode
+        == 0
+    )
+    events.wait_for("downloads.added", hash=infohash)
+
+    paused = run_cli("send", "pause", infohash.upper(), "--config", cfg.source)
+    assert paused.returncode == 0, paused.stderr
+    assert "sent downloads.pause" in paused.stdout
+    assert events.wait_for("downloads.paused", hash=infohash)[0]["by"] == "command"
+    assert run_cli("send", "resume", infohash, "--config", cfg.source).returncode == 0
+    assert events.wait_for("downloads.resumed", hash=infohash)[0]["by"] == "command"
+    removed = run_cli(
+        "send",
+        "remove",
+        infohash,
+        "--delete-files",
+        "--request-id",
+        "cli-rm",
+        "--config",
+        cfg.source,
+    )
+    assert removed.returncode == 0, removed.stderr
+    gone = events.wait_for("downloads.removed", hash=infohash)[0]
+    assert (gone["reason"], gone["files_deleted"], gone["request_id"]) == (
+        "command",
+        True,
+        "cli-rm",
+    )
+
+    for wrong, says in [
+        (["send", "pause", infohash, "--delete-files"], "--delete-files goes with send remove"),
+        (["send", "remove"], "takes one HASH"),
+        (["send", magnet_for(random_hash())], "needs --category"),
+    ]:
+        refused = run_cli(*wrong, "--config", cfg.source)
+        assert refused.returncode == 2 and says in refused.stderr, refused.stderr
+    bad_hash = run_cli("send", "remove", "abc", "--config", cfg.source)
+    assert bad_hash.returncode == 1 and "invalid_message" in bad_hash.stderr
+    time.sleep(0.5)
+    assert broker.message_count(names.dead_letter_queue) == 0
+
+
 def test_watch_prints_one_readable_line_per_event_with_a_progress_bar(
     qbittorrent, make_config, start_service, broker, names, events
 ):

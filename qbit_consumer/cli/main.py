@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from qbit_consumer.broker import Broker
 from qbit_consumer.config import Config, load_config
@@ -43,12 +43,19 @@ def _parser() -> argparse.ArgumentParser:
     command("check", "validate the config and reach RabbitMQ and qBittorrent")
     command("recover", "move a corrupt state file aside and rebuild it from history")
     command("healthcheck", "exit 0 while the running service is alive (Docker HEALTHCHECK)")
-    send = command("send", "publish a downloads.add command (checked first)")
-    send.add_argument("magnet")
-    send.add_argument("--category", required=True)
+    send = command(
+        "send",
+        "publish a command, checked first: MAGNET --category C (an add), or remove|pause|resume "
+        "HASH",
+    )
+    send.add_argument("what", nargs="+", metavar="MAGNET | remove HASH | pause HASH | resume HASH")
+    send.add_argument("--category", help="the add's category (one of [categories])")
     send.add_argument("--request-id")
     send.add_argument(
         "--tag", action="append", default=[], help="extra qBittorrent tag (repeatable)"
+    )
+    send.add_argument(
+        "--delete-files", action="store_true", help="remove: also delete the downloaded data"
     )
     watch = command("watch", "print events as they arrive, one line each, until Ctrl-C")
     watch.add_argument(
@@ -132,8 +139,13 @@ def _operate(cfg: Config, args: argparse.Namespace) -> int:
     from qbit_consumer.cli import ops
 
     if args.command == "send":
-        message_id = ops.send(cfg, args.magnet, args.category, args.request_id, args.tag)
-        print(f"sent (message_id {message_id})")
+        try:
+            routing_key, body = _command_of(args)
+        except ValueError as exc:
+            print(f"qbit-consumer: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        message_id = ops.send(cfg, routing_key, body)
+        print(f"sent {routing_key} (message_id {message_id})")
     elif args.command == "watch":
         ops.watch(cfg, args.events)
     elif args.command == "history":
@@ -144,6 +156,33 @@ def _operate(cfg: Config, args: argparse.Namespace) -> int:
         moved = ops.dlq_replay(cfg, None if args.all else set(args.numbers))
         print(f"{moved} command(s) moved back to {cfg.rabbitmq.command_queue}")
     return EXIT_OK
+
+
+_CONTROL: Final = ("remove", "pause", "resume")
+
+
+def _command_of(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    """The routing key and body ``send`` publishes.
+
+    :raises ValueError: the arguments do not make a command (one line for the user).
+    """
+    what = args.what
+    body: dict[str, Any] = {"request_id": args.request_id} if args.request_id else {}
+    if what[0] in _CONTROL:
+        if len(what) != 2 or args.category or args.tag:
+            raise ValueError(f"send {what[0]} takes one HASH, and no --category or --tag")
+        if args.delete_files and what[0] != "remove":
+            raise ValueError("--delete-files goes with send remove only")
+        body["hash"] = what[1]
+        if args.delete_files:
+            body["delete_files"] = True
+        return f"downloads.{what[0]}", body
+    if len(what) != 1 or args.delete_files or not args.category:
+        raise ValueError("send MAGNET needs --category, and takes one magnet")
+    body.update({"magnet": what[0], "category": args.category})
+    if args.tag:
+        body["tags"] = args.tag
+    return "downloads.add", body
 
 
 def _history(cfg: Config, args: argparse.Namespace) -> int:

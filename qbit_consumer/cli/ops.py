@@ -16,7 +16,6 @@ from typing import Any, TextIO
 
 from qbit_consumer.broker import Delivery, Outgoing
 from qbit_consumer.broker.operator import OperatorBroker
-from qbit_consumer.commands import add
 from qbit_consumer.commands.table import parse_command
 from qbit_consumer.config import Config
 from qbit_consumer.contract.messages import CommandContext
@@ -45,35 +44,31 @@ def _connect(cfg: Config, role: str) -> OperatorBroker:
 # -- send ----------------------------------------------------------------------------------
 
 
-def send(cfg: Config, magnet: str, category: str, request_id: str | None, tags: list[str]) -> str:
+def send(cfg: Config, routing_key: str, body: dict[str, Any]) -> str:
     """Publish one command, checked first with the service's own rules; returns its message id.
 
     :raises InvalidCommand: the service would dead-letter it (nothing is sent).
     """
-    body: dict[str, Any] = {"magnet": magnet, "category": category}
-    if request_id:
-        body["request_id"] = request_id
-    if tags:
-        body["tags"] = tags
     data = json.dumps(body).encode()
     message_id = str(uuid.uuid4())
     parse_command(
-        add.ROUTING_KEY,
+        routing_key,
         data,
         correlation_id=None,
         message_id=message_id,
         cfg=cfg,
         context=CommandContext(),
     )
+    request_id = body.get("request_id")
     broker = _connect(cfg, "send")
     try:
         routed = broker.publish(
             cfg.rabbitmq.command_exchange,
-            add.ROUTING_KEY,
+            routing_key,
             data,
             Outgoing(
                 message_id=message_id,
-                correlation_id=request_id,
+                correlation_id=request_id if isinstance(request_id, str) else None,
                 timestamp=int(time.time()),
                 persistent=True,
                 type="command",
@@ -84,7 +79,7 @@ def send(cfg: Config, magnet: str, category: str, request_id: str | None, tags: 
     if not routed:
         raise RuntimeError(
             f"no queue is bound to exchange {cfg.rabbitmq.command_exchange!r} for "
-            f"{add.ROUTING_KEY!r}: start the service once, it declares them"
+            f"{routing_key!r}: start the service once, it declares them"
         )
     return message_id
 
