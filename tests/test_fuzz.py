@@ -2,7 +2,10 @@
 torrent with its `added` event, or in the DLQ, byte for byte, with its properties (user_id and
 expiration moved into headers), a reason and one `failed` event; the service never dies.
 
-`make test` runs a short profile; `make fuzz` runs at least 10,000 examples
+The same for remove/pause/resume: each ends in at most one event of its own, or in the DLQ
+byte for byte with one `failed` that names the command.
+
+`make test` runs a short profile; `make fuzz` runs at least 10,000 examples of each command
 (HYPOTHESIS_PROFILE=long).
 """
 
@@ -289,3 +292,102 @@ def test_every_command_is_either_added_or_dead_lettered_and_the_service_survives
     print(f"\nfuzz outcomes: {outcomes}")
     assert outcomes["added"] > 0 and outcomes["dead-lettered"] > 0
     assert broker.message_count(names.command_queue) == 0
+
+
+CONTROL = ["downloads.remove", "downloads.pause", "downloads.resume"]
+v2_hex = st.text(HEX, min_size=64, max_size=64)
+
+
+def control_bodies(managed: list[str]) -> st.SearchStrategy[bytes]:
+    """Bodies of remove/pause/resume: often a torrent the service manages (so that commands
+    take effect, repeat, and meet removed ones), else any hash form, broken ones, any JSON."""
+    hash_value = st.one_of(
+        st.sampled_from(managed),
+        st.sampled_from(managed).map(str.upper),
+        btih,
+        v2_hex,
+        mutated_string,
+        any_json,
+    )
+    body = st.fixed_dictionaries(
+        {"hash": hash_value},
+        optional={
+            "delete_files": st.one_of(st.booleans(), st.booleans(), any_json),
+            "request_id": field["request_id"],
+            "extra": any_json,
+        },
+    )
+    return st.one_of(
+        body.map(lambda v: encode(v, False)),
+        st.tuples(body, st.just(True)).map(lambda t: encode(t[0], True)),
+        any_json.map(lambda v: encode(v, False)),
+        st.binary(max_size=200),
+    )
+
+
+@pytest.mark.parametrize("kind", CONTROL)
+def test_every_control_command_ends_in_at_most_one_event_or_the_dlq_and_the_service_survives(
+    qbit_factory, make_config, start_service, broker, names, events, kind
+):
+    qbit = qbit_factory("fuzz-control")
+    service = start_service(
+        make_config(qbit, polling={"interval_seconds": 1}, categories={c: "" for c in CATEGORIES})
+    )
+    managed = [random_hex() for _ in range(5)]
+    for infohash in managed:
+        body = {"magnet": f"magnet:?xt=urn:btih:{infohash}", "category": "tv"}
+        broker.publish(names.command_exchange, "downloads.add", json.dumps(body).encode())
+    events.wait_for("downloads.added", count=5)
+    if kind == "downloads.resume":  # something to resume
+        qbit.client().torrents_stop(torrent_hashes=managed)
+        events.wait_for("downloads.paused", count=5, timeout=10)
+    outcomes = {"carried out": 0, "acked, nothing to do": 0, "dead-lettered": 0}
+
+    @PROFILE
+    @given(body=control_bodies(managed), props=properties)
+    def one_command(body: bytes, props: dict[str, Any]) -> None:
+        events.drain()
+        seen = len(events.events)
+        message_id = str(uuid.uuid4())
+        broker.publish(names.command_exchange, kind, body, message_id=message_id, **props)
+        # Commands are taken in order from one queue: once a later add is done, so is this.
+        sentinel = random_hex()
+        later = {"magnet": f"magnet:?xt=urn:btih:{sentinel}", "category": "other"}
+        broker.publish(names.command_exchange, "downloads.add", json.dumps(later).encode())
+        wait_until(
+            lambda: any(e.get("hash") == sentinel for e in events.drain()[seen:]),
+            30,
+            "the command after it",
+        )
+        mine = [
+            e
+            for e in events.drain()[seen:]
+            if (
+                e.get("hash") != sentinel
+                and e["event"] in ("downloads.removed", "downloads.paused", "downloads.resumed")
+                and e.get("reason", "command") == "command"
+                and e.get("by", "command") == "command"
+            )
+            or e["event"] == "downloads.failed"
+        ]
+        assert len(mine) <= 1, mine
+        if mine and mine[0]["event"] == "downloads.failed":
+            assert mine[0]["reason"] in REASONS
+            assert mine[0]["command"] == kind
+            [(got, dead_body)] = broker.get_all(names.dead_letter_queue, timeout=10, count=1)
+            assert got.message_id == message_id and dead_body == body
+            check_dead_letter_properties(got, props, None)
+            outcomes["dead-lettered"] += 1
+        else:
+            assert broker.message_count(names.dead_letter_queue) == 0
+            outcomes["carried out" if mine else "acked, nothing to do"] += 1
+        assert service.alive
+
+    one_command()
+    print(f"\nfuzz {kind} outcomes: {outcomes}")
+    assert outcomes["carried out"] > 0 and outcomes["dead-lettered"] > 0
+    assert broker.message_count(names.command_queue) == 0
+
+
+def random_hex() -> str:
+    return uuid.uuid4().hex + uuid.uuid4().hex[:8]
