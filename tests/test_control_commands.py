@@ -56,6 +56,40 @@ def test_remove_after_a_real_download_keeps_or_deletes_the_data_on_disk(
     assert broker.message_count(names.dead_letter_queue) == 0
 
 
+def test_remove_during_a_real_download_deletes_what_was_downloaded_so_far(
+    qbit_factory, seeder, make_config, start_service, broker, names, events
+):
+    leecher = qbit_factory("slow")
+    leecher.client().app_set_preferences({"dl_limit": 2**20})  # 8 MiB take ~8 s
+    start_service(make_config(leecher, polling=FAST))
+    payload = seeder.share(8 * 2**20)
+    send(broker, names, payload.magnet, request_id="half-way")
+    wait_until(
+        lambda: any(
+            0.1 < e["progress"] < 0.9
+            for e in events.of("downloads.progress", hash=payload.infohash)
+        ),
+        30,
+        "the download under way",
+    )
+    data = content_of(leecher, payload.infohash)
+    assert data.exists()
+
+    control(broker, names, "remove", payload.infohash, delete_files=True)
+
+    removed = events.wait_for("downloads.removed", hash=payload.infohash, timeout=20)[0]
+    assert (removed["reason"], removed["files_deleted"], removed["completed"]) == (
+        "command",
+        True,
+        False,
+    )
+    assert 0 < removed["last_progress"] < 1
+    wait_until(lambda: not data.exists(), 10, "the partial data deleted")
+    time.sleep(1.0)
+    assert events.of("downloads.completed", hash=payload.infohash) == []
+    assert len(events.of("downloads.removed", hash=payload.infohash)) == 1
+
+
 @pytest.mark.compat
 def test_a_remove_published_right_after_its_add_is_applied_after_it(
     qbittorrent, make_config, start_service, broker, names, events
