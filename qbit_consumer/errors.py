@@ -23,6 +23,7 @@ from typing import Final
 INVALID_JSON: Final = "invalid_json"
 INVALID_MESSAGE: Final = "invalid_message"
 INVALID_MAGNET: Final = "invalid_magnet"
+INVALID_TORRENT: Final = "invalid_torrent"
 INVALID_CATEGORY: Final = "invalid_category"
 UNKNOWN_COMMAND: Final = "unknown_command"
 TOO_LARGE: Final = "too_large"
@@ -36,6 +37,7 @@ REASONS: Final = frozenset(
         INVALID_JSON,
         INVALID_MESSAGE,
         INVALID_MAGNET,
+        INVALID_TORRENT,
         INVALID_CATEGORY,
         UNKNOWN_COMMAND,
         TOO_LARGE,

@@ -6,6 +6,7 @@ Exit codes: 0 fine, 1 a service or a check failed, 2 the configuration is unusab
 from __future__ import annotations
 
 import argparse
+import base64
 import logging
 import sys
 from collections.abc import Sequence
@@ -45,10 +46,11 @@ def _parser() -> argparse.ArgumentParser:
     command("healthcheck", "exit 0 while the running service is alive (Docker HEALTHCHECK)")
     send = command(
         "send",
-        "publish a command, checked first: MAGNET --category C (an add), or remove|pause|resume "
-        "HASH",
+        "publish a command, checked first: MAGNET --category C or --torrent FILE --category C "
+        "(an add), or remove|pause|resume HASH",
     )
-    send.add_argument("what", nargs="+", metavar="MAGNET | remove HASH | pause HASH | resume HASH")
+    send.add_argument("what", nargs="*", metavar="MAGNET | remove HASH | pause HASH | resume HASH")
+    send.add_argument("--torrent", metavar="FILE", help="add this .torrent file (no MAGNET)")
     send.add_argument("--category", help="the add's category (one of [categories])")
     send.add_argument("--request-id")
     send.add_argument(
@@ -168,6 +170,19 @@ def _command_of(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     """
     what = args.what
     body: dict[str, Any] = {"request_id": args.request_id} if args.request_id else {}
+    if args.torrent:
+        if what or args.delete_files or not args.category:
+            raise ValueError("send --torrent FILE needs --category, and takes no MAGNET or HASH")
+        try:
+            data = Path(args.torrent).read_bytes()
+        except OSError as exc:
+            raise ValueError(f"cannot read {args.torrent}: {exc.strerror}") from None
+        body.update(torrent=base64.b64encode(data).decode(), category=args.category)
+        if args.tag:
+            body["tags"] = args.tag
+        return "downloads.add", body
+    if not what:
+        raise ValueError("send needs a MAGNET, --torrent FILE, or remove|pause|resume HASH")
     if what[0] in _CONTROL:
         if len(what) != 2 or args.category or args.tag:
             raise ValueError(f"send {what[0]} takes one HASH, and no --category or --tag")

@@ -1,4 +1,5 @@
-"""``downloads.add``: its body, its events, and what a carried-out add becomes.
+"""``downloads.add``: its body (a magnet, or a .torrent file in base64), its events, and what
+a carried-out add becomes.
 
 How the commands of a batch become torrents in qBittorrent is ``batch``'s part;
 ``carry_out`` runs on the consumer's qBittorrent thread (it blocks on HTTP; the broker thread
@@ -17,10 +18,11 @@ from qbit_consumer.commands.batch import AddResult, add_downloads
 from qbit_consumer.commands.outcomes import Done, Outcome
 from qbit_consumer.commands.tracked import BatchView
 from qbit_consumer.config import Config
-from qbit_consumer.contract.events import MAGNET, Added, Received
+from qbit_consumer.contract.events import MAGNET, TORRENT, Added, Received
 from qbit_consumer.contract.magnet import Magnet, parse_magnet
-from qbit_consumer.contract.messages import CommandContext, structure_fields
+from qbit_consumer.contract.messages import MAX_BODY_BYTES, CommandContext, structure_fields
 from qbit_consumer.contract.structure import short_repr
+from qbit_consumer.contract.torrentfile import TorrentFile, base64_length, parse_torrent
 from qbit_consumer.errors import INVALID_CATEGORY, INVALID_MESSAGE, InvalidCommand
 from qbit_consumer.model import Download
 from qbit_consumer.qbit import QbitClient
@@ -35,7 +37,7 @@ _TAG_RE: Final = re.compile(r"^[^,\x00-\x1f\x7f]+$")
 
 @attrs.frozen(kw_only=True)
 class AddCommand:
-    magnet: Magnet
+    source: Magnet | TorrentFile
     category: str
     request_id: str | None
     tags: tuple[str, ...]
@@ -43,20 +45,36 @@ class AddCommand:
 
 @attrs.frozen(kw_only=True)
 class _Body:
-    magnet: str
     category: str
+    magnet: str | None = None
+    torrent: str | None = None
     request_id: str | None = None
     tags: list[str] = attrs.field(factory=list)
+
+
+def body_limit(cfg: Config) -> int:
+    """The largest body an add may have: 64 KiB, plus a .torrent of ``max_torrent_bytes`` in
+    base64 (CONTRACT section 4)."""
+    return MAX_BODY_BYTES + base64_length(cfg.commands.max_torrent_bytes)
 
 
 def parse(data: dict[str, Any], context: CommandContext, cfg: Config) -> AddCommand:
     """:raises InvalidCommand: with the reason code and a one-sentence detail."""
     fields = structure_fields(data, _Body)
-    magnet = parse_magnet(fields.magnet)
+    if (fields.magnet is None) == (fields.torrent is None):
+        raise InvalidCommand(
+            INVALID_MESSAGE, "exactly one of the fields 'magnet' and 'torrent' is required"
+        )
+    source: Magnet | TorrentFile
+    if fields.magnet is not None:
+        source = parse_magnet(fields.magnet)
+    else:
+        assert fields.torrent is not None
+        source = parse_torrent(fields.torrent, cfg.commands.max_torrent_bytes)
     context.hash, context.infohash_v2, context.name = (
-        magnet.hash,
-        magnet.infohash_v2,
-        magnet.display_name,
+        source.hash,
+        source.infohash_v2,
+        source.display_name,
     )
     categories = cfg.categories
     if fields.category not in categories:
@@ -66,7 +84,7 @@ def parse(data: dict[str, Any], context: CommandContext, cfg: Config) -> AddComm
         )
     context.category = fields.category
     return AddCommand(
-        magnet=magnet,
+        source=source,
         category=fields.category,
         request_id=context.request_id,
         tags=_check_tags(fields.tags),
@@ -74,15 +92,16 @@ def parse(data: dict[str, Any], context: CommandContext, cfg: Config) -> AddComm
 
 
 def received(command: AddCommand) -> Received:
-    magnet = command.magnet
+    source = command.source
+    is_magnet = isinstance(source, Magnet)
     return Received(
         request_id=command.request_id,
-        hash=magnet.hash,
-        infohash_v2=magnet.infohash_v2,
-        name=magnet.display_name,
+        hash=source.hash,
+        infohash_v2=source.infohash_v2,
+        name=source.display_name,
         category=command.category,
-        magnet=magnet.uri,
-        source=MAGNET,
+        magnet=source.uri if is_magnet else None,
+        source=MAGNET if is_magnet else TORRENT,
     )
 
 
@@ -99,21 +118,21 @@ def carry_out(
 
 
 def _done(command: AddCommand, result: AddResult) -> Done:
-    magnet, torrent = command.magnet, result.torrent
+    source, torrent = command.source, result.torrent
     added = Added(
         request_id=command.request_id,
-        hash=magnet.hash,
-        infohash_v2=magnet.infohash_v2,
+        hash=source.hash,
+        infohash_v2=source.infohash_v2,
         name=torrent.name,
         category=command.category,
         save_path=torrent.save_path,
         duplicate=result.duplicate,
     )
     download = Download.added(
-        hash=magnet.hash,
+        hash=source.hash,
         qbit_id=torrent.id,
-        infohash_v1=magnet.infohash_v1,
-        infohash_v2=magnet.infohash_v2 or torrent.infohash_v2,
+        infohash_v1=source.infohash_v1,
+        infohash_v2=source.infohash_v2 or torrent.infohash_v2,
         request_id=command.request_id,
         category=command.category,
         name=torrent.name,

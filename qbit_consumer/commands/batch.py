@@ -2,8 +2,9 @@
 
 Commands that are already waiting are handled together: one ``torrents/info?hashes=`` call
 to find duplicates, one ``torrents/add`` per (category, save path, tags) group with all its
-magnets, and one wait until qBittorrent lists them. Each command still gets its own outcome:
-an ``AddResult``, or the ``QbitConsumerError`` that concerns it alone.
+magnets (and one with all its .torrent files), and one wait until qBittorrent lists them.
+Each command still gets its own outcome: an ``AddResult``, or the ``QbitConsumerError`` that
+concerns it alone.
 
 When qBittorrent does not list a magnet of a batch (it answers ``Ok.`` as soon as one magnet
 of a batch was accepted, so a refused one cannot be told apart), that magnet is added again on
@@ -20,6 +21,7 @@ import attrs
 
 from qbit_consumer.contract.magnet import Magnet
 from qbit_consumer.contract.messages import MANAGED_TAG
+from qbit_consumer.contract.torrentfile import TorrentFile
 from qbit_consumer.errors import QbitConsumerError, TransientError
 from qbit_consumer.model import Torrent, find, index_torrents
 from qbit_consumer.qbit import QbitClient
@@ -40,7 +42,7 @@ class AddCommand(Protocol):
     """What a batch needs of an add command (``add.AddCommand`` is one)."""
 
     @property
-    def magnet(self) -> Magnet: ...
+    def source(self) -> Magnet | TorrentFile: ...
 
     @property
     def category(self) -> str: ...
@@ -69,16 +71,16 @@ def add_downloads(
     """
     outcomes: list[AddOutcome | None] = [None] * len(commands)
     try:
-        listed = index_torrents(qbit.torrents({key for c in commands for key in c.magnet.keys}))
+        listed = index_torrents(qbit.torrents({key for c in commands for key in c.source.keys}))
     except QbitConsumerError as exc:
         return [exc] * len(commands)
     first_of: dict[str, int] = {}  # hash -> the batch's first command for it
     for i, command in enumerate(commands):
-        existing = find(listed, command.magnet.keys)
+        existing = find(listed, command.source.keys)
         if existing is not None:
             outcomes[i] = _duplicate(qbit, existing, command)
-        elif command.magnet.hash not in first_of:
-            first_of[command.magnet.hash] = i
+        elif command.source.hash not in first_of:
+            first_of[command.source.hash] = i
 
     groups: dict[tuple[str, str, tuple[str, ...]], list[int]] = {}
     for i in first_of.values():
@@ -90,11 +92,8 @@ def add_downloads(
     for (category, save_path, tags), members in groups.items():
         try:
             qbit.ensure_category(category, save_path)
-            accepted = qbit.add_magnet(
-                "\n".join(commands[i].magnet.uri for i in members),
-                category=category,
-                tags=tags,
-                save_path=save_path,
+            accepted = _add(
+                qbit, [commands[i] for i in members], category, tags=tags, save_path=save_path
             )
         except QbitConsumerError as exc:
             for i in members:
@@ -118,7 +117,7 @@ def add_downloads(
 
     for i, command in enumerate(commands):  # later commands of the batch for the same hash
         if outcomes[i] is None:
-            first = outcomes[first_of[command.magnet.hash]]
+            first = outcomes[first_of[command.source.hash]]
             outcomes[i] = (
                 _duplicate(qbit, first.torrent, command) if isinstance(first, AddResult) else first
             )
@@ -135,21 +134,19 @@ def _add_one(qbit: QbitClient, command: AddCommand, save_path: str) -> AddOutcom
     the request itself, is ``qbittorrent_rejected`` at once (``QbitClient.add_magnet``).
     """
     try:
-        accepted = qbit.add_magnet(
-            command.magnet.uri, category=command.category, tags=_tags(command), save_path=save_path
-        )
+        accepted = _add(qbit, [command], command.category, tags=_tags(command), save_path=save_path)
         if not accepted:
-            existing = _held_already(qbit, command.magnet.keys)
+            existing = _held_already(qbit, command.source.keys)
             if existing is not None:
                 return _duplicate(qbit, existing, command)
             return TransientError(
-                "qBittorrent refused the magnet and lists no torrent for it (it may still be "
+                "qBittorrent refused the torrent and lists no torrent for it (it may still be "
                 "adding it)"
             )
         outcomes: list[AddOutcome | None] = [None]
         if _wait_listed(qbit, [command], [0], outcomes, LIST_TIMEOUT_SECONDS):
             return TransientError(
-                "qBittorrent accepted the magnet but did not list it "
+                "qBittorrent accepted the torrent but did not list it "
                 f"within {LIST_TIMEOUT_SECONDS:g} s"
             )
         assert outcomes[0] is not None
@@ -197,10 +194,10 @@ def _wait_listed(
     while waiting:
         try:
             listed = index_torrents(
-                qbit.torrents({key for i in waiting for key in commands[i].magnet.keys})
+                qbit.torrents({key for i in waiting for key in commands[i].source.keys})
             )
             if time.monotonic() >= next_tagged_look:
-                wanted = {key for i in waiting for key in commands[i].magnet.keys}
+                wanted = {key for i in waiting for key in commands[i].source.keys}
                 managed = qbit.tagged(MANAGED_TAG)
                 listed = (
                     index_torrents(t for t in managed if not wanted.isdisjoint(t.keys)) | listed
@@ -212,7 +209,7 @@ def _wait_listed(
             return []
         still = []
         for i in waiting:
-            torrent = find(listed, commands[i].magnet.keys)
+            torrent = find(listed, commands[i].source.keys)
             if torrent is None:
                 still.append(i)
             else:
@@ -223,6 +220,29 @@ def _wait_listed(
         time.sleep(pause)
         pause = min(pause * 2, 0.1)
     return waiting
+
+
+def _add(
+    qbit: QbitClient,
+    commands: Sequence[AddCommand],
+    category: str,
+    *,
+    tags: tuple[str, ...],
+    save_path: str,
+) -> bool:
+    """One ``torrents/add`` for the magnets and one for the .torrent files; whether qBittorrent
+    took anything new."""
+    magnets = [c.source.uri for c in commands if isinstance(c.source, Magnet)]
+    files = [c.source.data for c in commands if isinstance(c.source, TorrentFile)]
+    accepted = False
+    if magnets:
+        accepted = qbit.add_magnet(
+            "\n".join(magnets), category=category, tags=tags, save_path=save_path
+        )
+    if files:
+        took = qbit.add_torrent_files(files, category=category, tags=tags, save_path=save_path)
+        accepted = accepted or took
+    return accepted
 
 
 def _duplicate(qbit: QbitClient, torrent: Torrent, command: AddCommand) -> AddOutcome:

@@ -23,7 +23,7 @@ from qbit_consumer.commands.outcomes import COMMAND_HEADER, Outcome
 from qbit_consumer.commands.tracked import BatchView
 from qbit_consumer.config import Config
 from qbit_consumer.contract.events import Event
-from qbit_consumer.contract.messages import CommandContext, read_body
+from qbit_consumer.contract.messages import MAX_BODY_BYTES, CommandContext, read_body
 from qbit_consumer.contract.structure import short_repr
 from qbit_consumer.errors import UNKNOWN_COMMAND, InvalidCommand
 from qbit_consumer.qbit import QbitClient
@@ -46,6 +46,8 @@ class CommandKind(Generic[C]):
     #: one outcome per command, in order. The view shows the tracked downloads, with what the
     #: batch's earlier commands added.
     carry_out: Callable[[QbitClient, Sequence[C], Config, BatchView], list[Outcome]]
+    #: The largest body it may have (an add may carry a .torrent file).
+    body_limit: Callable[[Config], int] = lambda _cfg: MAX_BODY_BYTES
 
 
 COMMANDS: Final[dict[str, CommandKind[Any]]] = {
@@ -56,6 +58,7 @@ COMMANDS: Final[dict[str, CommandKind[Any]]] = {
             parse=add.parse,
             received=add.received,
             carry_out=add.carry_out,
+            body_limit=add.body_limit,
         ),
         *(
             CommandKind(
@@ -93,8 +96,14 @@ def parse_command(
 
     :raises InvalidCommand: an unknown name, or a body its command cannot carry.
     """
-    data = read_body(body, correlation_id=correlation_id, message_id=message_id, context=context)
     kind = COMMANDS.get(name)
+    data = read_body(
+        body,
+        correlation_id=correlation_id,
+        message_id=message_id,
+        context=context,
+        max_bytes=kind.body_limit(cfg) if kind is not None else MAX_BODY_BYTES,
+    )
     if kind is None:
         raise InvalidCommand(
             UNKNOWN_COMMAND,

@@ -42,17 +42,23 @@ class CommandContext:
 
 
 def read_body(
-    body: bytes, *, correlation_id: str | None, message_id: str | None, context: CommandContext
+    body: bytes,
+    *,
+    correlation_id: str | None,
+    message_id: str | None,
+    context: CommandContext,
+    max_bytes: int = MAX_BODY_BYTES,
 ) -> dict[str, Any]:
-    """The body as a JSON object, checked as every command's is.
+    """The body as a JSON object, checked as every command's is (``max_bytes``: an add may
+    carry a .torrent file, and be larger).
 
     The request id falls back to the AMQP ``correlation_id``, then ``message_id`` (CONTRACT
     section 4); ``context`` learns it before anything else can fail.
     :raises InvalidCommand: with the reason code and a one-sentence detail.
     """
     context.request_id = _fallback_id(correlation_id) or _fallback_id(message_id)
-    if len(body) > MAX_BODY_BYTES:
-        raise InvalidCommand(TOO_LARGE, f"body is {len(body)} bytes, the limit is {MAX_BODY_BYTES}")
+    if len(body) > max_bytes:
+        raise InvalidCommand(TOO_LARGE, f"body is {len(body)} bytes, the limit is {max_bytes}")
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -148,13 +148,25 @@ class QbitClient:
         self._known_categories.add(name)
 
     def add_magnet(self, uri: str, *, category: str, tags: Iterable[str], save_path: str) -> bool:
-        """Hand a magnet to qBittorrent. True if it accepted the torrent as new.
+        """Hand magnets (one per line) to qBittorrent. True if it took at least one as new.
 
-        False is qBittorrent's ``Fails.`` (up to 5.1) or 409 (5.2): a duplicate or a magnet it
+        False is qBittorrent's ``Fails.`` (up to 5.1) or 409 (5.2): a duplicate or a torrent it
         refused; the caller finds out which.
         :raises InvalidCommand: qBittorrent answered 4xx (it will never accept this request).
         """
-        options: dict[str, Any] = {"urls": uri, "category": category, "tags": list(tags)}
+        return self._add({"urls": uri}, category, tags, save_path)
+
+    def add_torrent_files(
+        self, files: list[bytes], *, category: str, tags: Iterable[str], save_path: str
+    ) -> bool:
+        """Upload .torrent files in one ``torrents/add``; answers as ``add_magnet``."""
+        files_by_name = {f"{n}.torrent": data for n, data in enumerate(files)}
+        return self._add({"torrent_files": files_by_name}, category, tags, save_path)
+
+    def _add(
+        self, what: dict[str, Any], category: str, tags: Iterable[str], save_path: str
+    ) -> bool:
+        options: dict[str, Any] = {**what, "category": category, "tags": list(tags)}
         if save_path:
             # A save path only sticks in manual mode; automatic mode would use the category's.
             options.update(save_path=save_path, use_auto_torrent_management=False)

@@ -70,7 +70,14 @@ MAY_IMPORT: dict[str, set[str]] = {
 }
 
 #: Third-party libraries that only one room may import: their errors are translated there.
-OWNED_BY: dict[str, str] = {"pika": "broker", "qbittorrentapi": "qbit", "requests": "qbit"}
+OWNED_BY: dict[str, str] = {
+    "pika": "broker",
+    "qbittorrentapi": "qbit",
+    "requests": "qbit",
+    "ijson": "qbit",
+    "urllib3": "qbit",
+    "fastbencode": "contract",
+}
 
 
 def module_name(path: Path) -> str:

@@ -39,7 +39,7 @@ def test_valid_command_becomes_a_typed_object_and_unknown_fields_are_ignored():
             "priority": "high",
         }
     )
-    assert command.magnet.hash == V1
+    assert command.source.hash == V1
     assert command.category == "tv"
     assert command.request_id == "r1"
     assert command.tags == ("a", "b")
@@ -77,12 +77,18 @@ def test_a_failure_keeps_what_was_understood_for_the_failed_event():
 @pytest.mark.parametrize(
     ("body", "reason", "words"),
     [
-        (b"x" * (64 * 1024 + 1), "too_large", "limit is 65536"),
+        # 64 KiB, plus room for a .torrent of max_torrent_bytes (4 MiB) in base64.
+        (b"x" * (65_536 + 5_592_408 + 1), "too_large", "limit is 5657944"),
         (b"\xc3\x28", "invalid_json", "not UTF-8"),
         (b"{", "invalid_json", "not JSON"),
         (b"[" * 30_000 + b"]" * 30_000, "invalid_json", "nested too deeply"),
         (b"[]", "invalid_message", "JSON array"),
-        ({"category": "tv"}, "invalid_message", "'magnet' is required"),
+        ({"category": "tv"}, "invalid_message", "exactly one of the fields 'magnet' and 'torrent'"),
+        (
+            {"magnet": MAGNET, "torrent": "ZA==", "category": "tv"},
+            "invalid_message",
+            "exactly one of the fields 'magnet' and 'torrent'",
+        ),
         (
             {"magnet": 1, "category": "tv"},
             "invalid_message",
@@ -120,4 +126,4 @@ def test_body_of_exactly_64_kib_is_accepted():
     body = json.dumps({"magnet": MAGNET, "category": "tv", "pad": ""}).encode()
     body = body[:-2] + b"x" * (64 * 1024 - len(body)) + b'"}'
     assert len(body) == 64 * 1024
-    assert parse(body)[0].magnet.hash == V1
+    assert parse(body)[0].source.hash == V1
