@@ -31,6 +31,18 @@ def keys_of(*hashes: str | None) -> tuple[str, ...]:
     return tuple(keys)
 
 
+def download_hash(infohash_v1: str | None, infohash_v2: str | None) -> str | None:
+    """A download's stable ``hash`` in events: its v1 info-hash when it has one, else its v2
+    cut to 40 hex (qBittorrent's own id for a v2 torrent); None when it has neither."""
+    if infohash_v1:
+        return infohash_v1
+    return infohash_v2[:40] if infohash_v2 else None
+
+
+#: qBittorrent's words for a stopped torrent: 4.x says paused, 5.x stopped.
+PAUSED: Final = frozenset({"pausedDL", "stoppedDL", "pausedUP", "stoppedUP"})
+
+
 def find(index: Mapping[str, Torrent], keys: Iterable[str]) -> Torrent | None:
     """The torrent listed under the first of ``keys`` that ``index`` holds."""
     for key in keys:

@@ -13,6 +13,7 @@ crash reports the change as the command's. Runs on the consumer's qBittorrent th
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final
@@ -34,12 +35,14 @@ from qbit_consumer.errors import (
     QbitConsumerError,
 )
 from qbit_consumer.model import (
+    PAUSED,
     PENDING_PAUSE,
     PENDING_REMOVE,
     PENDING_REMOVE_FILES,
     PENDING_RESUME,
     Download,
     Torrent,
+    download_hash,
     find,
     index_torrents,
     keys_of,
@@ -49,8 +52,6 @@ from qbit_consumer.qbit import QbitClient
 REMOVE: Final = "downloads.remove"
 PAUSE: Final = "downloads.pause"
 RESUME: Final = "downloads.resume"
-#: qBittorrent's words for a stopped torrent, 4.x and 5.x (``tracking.lifecycle.PAUSED``).
-_STOPPED: Final = frozenset({"pausedDL", "stoppedDL", "pausedUP", "stoppedUP"})
 #: After a pause or a resume, how long to wait for qBittorrent to list the new state.
 SETTLE_SECONDS: Final = 2.0
 
@@ -136,8 +137,9 @@ def _one(qbit: QbitClient, command: ControlCommand, cfg: Config, tracked: BatchV
             f"{torrent.name!r} ({torrent.id}) has no {MANAGED_TAG!r} tag: this service did not "
             "add it, and [commands] control_unmanaged is false",
         )
-    act = {REMOVE: _remove, PAUSE: _pause, RESUME: _resume}[command.routing_key]
-    return act(qbit, command, torrent, download, tracked)
+    if command.routing_key == REMOVE:
+        return _remove(qbit, command, torrent, download, tracked)
+    return _switch(qbit, command, torrent, download, tracked, stop=command.routing_key == PAUSE)
 
 
 def _absent(command: ControlCommand, download: Download | None, tracked: BatchView) -> Outcome:
@@ -164,16 +166,15 @@ def _remove(
     download: Download | None,
     tracked: BatchView,
 ) -> Outcome:
-    if download is not None:
-        download = tracked.intend(
-            download, PENDING_REMOVE_FILES if command.delete_files else PENDING_REMOVE
-        )
-    try:
-        qbit.remove_torrent(torrent.id, delete_files=command.delete_files)
-    except QbitConsumerError as exc:
-        if download is not None:
-            tracked.intend(download, None)
-        return exc
+    pending = PENDING_REMOVE_FILES if command.delete_files else PENDING_REMOVE
+    failed = _ask(
+        tracked,
+        download,
+        pending,
+        lambda: qbit.remove_torrent(torrent.id, delete_files=command.delete_files),
+    )
+    if failed is not None:
+        return failed
     event = Removed(
         **_identity(command, torrent, download),
         reason=BY_COMMAND,
@@ -189,26 +190,6 @@ def _remove(
     return _done(command, (event,), ended=ended, line=line)
 
 
-def _pause(
-    qbit: QbitClient,
-    command: ControlCommand,
-    torrent: Torrent,
-    download: Download | None,
-    tracked: BatchView,
-) -> Outcome:
-    return _switch(qbit, command, torrent, download, tracked, stop=True)
-
-
-def _resume(
-    qbit: QbitClient,
-    command: ControlCommand,
-    torrent: Torrent,
-    download: Download | None,
-    tracked: BatchView,
-) -> Outcome:
-    return _switch(qbit, command, torrent, download, tracked, stop=False)
-
-
 def _switch(
     qbit: QbitClient,
     command: ControlCommand,
@@ -221,21 +202,41 @@ def _switch(
     """Pause (``stop``) or resume. Already so in qBittorrent: no call; an event only if the
     change was not reported yet (by the command if it was its own, after a crash)."""
     pending = PENDING_PAUSE if stop else PENDING_RESUME
-    if (torrent.state in _STOPPED) == stop:
+    if (torrent.state in PAUSED) == stop:
         if download is None or download.paused == stop:
             return Done(events=(), log_line=f"{'paused' if stop else 'running'} already")
         by = BY_COMMAND if download.pending == pending else BY_EXTERNAL
         return _switched(command, torrent, download, stop=stop, by=by)
-    if download is not None:
-        download = tracked.intend(download, pending)
-    try:
-        (qbit.pause_torrent if stop else qbit.resume_torrent)(torrent.id)
+    failed = _ask(
+        tracked,
+        download,
+        pending,
+        lambda: (qbit.pause_torrent if stop else qbit.resume_torrent)(torrent.id),
+    )
+    if failed is not None:
+        return failed
+    # Done all the same if the look afterwards fails: the event says the state last seen.
+    with contextlib.suppress(QbitConsumerError):
         torrent = _settled(qbit, torrent, stop=stop)
-    except QbitConsumerError as exc:
-        if download is not None:
-            tracked.intend(download, None)
-        return exc
     return _switched(command, torrent, download, stop=stop, by=BY_COMMAND)
+
+
+def _ask(
+    tracked: BatchView,
+    download: Download | None,
+    pending: str,
+    call: Callable[[], None],
+) -> QbitConsumerError | None:
+    """Note the change (a tracked download), ask qBittorrent for it, and take the note back if
+    qBittorrent could not be asked: then the command is retried, and nothing is pending."""
+    noted = tracked.intend(download, pending) if download is not None else None
+    try:
+        call()
+    except QbitConsumerError as exc:
+        if noted is not None:
+            tracked.intend(noted, None)
+        return exc
+    return None
 
 
 def _switched(
@@ -260,7 +261,7 @@ def _settled(qbit: QbitClient, torrent: Torrent, *, stop: bool) -> Torrent:
     while True:
         listed = qbit.torrents([torrent.id])
         current = listed[0] if listed else current
-        if (current.state in _STOPPED) == stop or time.monotonic() >= deadline:
+        if (current.state in PAUSED) == stop or time.monotonic() >= deadline:
             return current
         time.sleep(0.05)
 
@@ -278,11 +279,10 @@ def _identity(
             "name": download.name,
             "category": download.category,
         }
-    v2 = torrent.infohash_v2
     return {
         "request_id": command.request_id,
-        "hash": torrent.infohash_v1 or (v2[:40] if v2 else torrent.id),
-        "infohash_v2": v2,
+        "hash": download_hash(torrent.infohash_v1, torrent.infohash_v2) or torrent.id,
+        "infohash_v2": torrent.infohash_v2,
         "name": torrent.name,
         "category": None,
     }

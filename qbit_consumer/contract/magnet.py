@@ -22,7 +22,7 @@ from urllib.parse import unquote, unquote_plus
 import attrs
 
 from qbit_consumer.errors import INVALID_MAGNET, InvalidCommand
-from qbit_consumer.model import keys_of
+from qbit_consumer.model import download_hash, keys_of
 
 _HEX40: Final = re.compile(r"^[0-9a-fA-F]{40}$")
 _HEX64: Final = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -44,11 +44,10 @@ class Magnet:
 
     @property
     def hash(self) -> str:
-        """The download's stable key in events: v1 when present, else v2 cut to 40 hex."""
-        if self.infohash_v1 is not None:
-            return self.infohash_v1
-        assert self.infohash_v2 is not None
-        return self.infohash_v2[:40]
+        """The download's stable key in events (``model.download_hash``)."""
+        key = download_hash(self.infohash_v1, self.infohash_v2)
+        assert key is not None  # parse_magnet requires one of the two
+        return key
 
     @property
     def keys(self) -> tuple[str, ...]:

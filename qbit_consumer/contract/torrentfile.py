@@ -19,7 +19,7 @@ import attrs
 import fastbencode
 
 from qbit_consumer.errors import INVALID_TORRENT, InvalidCommand
-from qbit_consumer.model import keys_of
+from qbit_consumer.model import download_hash, keys_of
 
 #: BEP 52: a v2 (or hybrid) torrent's info dictionary says ``meta version`` 2.
 _META_VERSION: Final = b"meta version"
@@ -35,12 +35,10 @@ class TorrentFile:
 
     @property
     def hash(self) -> str:
-        """The download's stable key in events: v1 when present, else v2 cut to 40 hex (the
-        magnet rule, ``Magnet.hash``)."""
-        if self.infohash_v1 is not None:
-            return self.infohash_v1
-        assert self.infohash_v2 is not None
-        return self.infohash_v2[:40]
+        """The download's stable key in events, by the magnet's rule (``model.download_hash``)."""
+        key = download_hash(self.infohash_v1, self.infohash_v2)
+        assert key is not None  # parse_torrent requires v1 pieces or v2
+        return key
 
     @property
     def keys(self) -> tuple[str, ...]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from qbit_consumer.history.trail import Entry
-from qbit_consumer.model import Download, Torrent
+from qbit_consumer.model import Download, Torrent, download_hash
 
 
 def rebuild(trail: Iterable[Entry]) -> list[Download]:
@@ -81,8 +81,5 @@ def unknown_to_history(managed: Iterable[Torrent], known: Iterable[Download]) ->
 
 
 def _hash_of(torrent: Torrent) -> str:
-    """The download's ``hash`` as events carry it: the v1 info-hash when there is one, else the
-    v2 cut to 40 hex (the magnet rule, ``contract.magnet.Magnet.hash``)."""
-    if torrent.infohash_v1:
-        return torrent.infohash_v1
-    return torrent.infohash_v2[:40] if torrent.infohash_v2 else torrent.id
+    """The download's ``hash`` as events carry it (``model.download_hash``)."""
+    return download_hash(torrent.infohash_v1, torrent.infohash_v2) or torrent.id

@@ -32,6 +32,7 @@ from qbit_consumer.contract.events import (
     rfc3339,
 )
 from qbit_consumer.model import (
+    PAUSED,
     PENDING_PAUSE,
     PENDING_REMOVE,
     PENDING_REMOVE_FILES,
@@ -43,7 +44,6 @@ from qbit_consumer.model import (
 #: States in which qBittorrent's numbers describe a check or a move, not the download.
 CHECKING: Final = frozenset({"checkingDL", "checkingUP", "checkingResumeData", "moving"})
 #: 4.x says paused, 5.x says stopped; DL while incomplete, UP once complete (seeding stopped).
-PAUSED: Final = frozenset({"pausedDL", "stoppedDL", "pausedUP", "stoppedUP"})
 ERRORED: Final = frozenset({"error", "missingFiles"})
 #: States in which a download is trying to make progress; only here can it stall. Paused,
 #: queued and checking downloads are waiting on purpose.
