@@ -235,7 +235,7 @@ KEPT = (
     "timestamp",
     "cluster_id",
 )
-OURS = ("x-error-reason", "x-error-detail", "x-attempts", "x-failed-at")
+OURS = ("x-error-reason", "x-error-detail", "x-attempts", "x-failed-at", "x-command")
 #: A quorum queue sets this one itself on every delivery, whatever the publisher sent.
 BROKERS = ("x-delivery-count",)
 

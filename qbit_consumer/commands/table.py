@@ -75,10 +75,14 @@ COMMANDS: Final[dict[str, CommandKind[Any]]] = {
 
 def command_name(delivery: Delivery, command_queue: str) -> str:
     """The name of the command ``delivery`` carries (see the module docstring)."""
+    if delivery.exchange != "":
+        # Published to the command exchange: the routing key says it. An ``x-command`` header
+        # there is the publisher's, not ours, and must not turn a pause into a remove.
+        return delivery.routing_key
     named = delivery.headers.get(COMMAND_HEADER)
     if isinstance(named, str) and named:
         return named
-    if delivery.exchange == "" and delivery.routing_key == command_queue:
+    if delivery.routing_key == command_queue:
         return add.ROUTING_KEY
     return delivery.routing_key
 

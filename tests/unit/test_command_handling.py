@@ -434,8 +434,18 @@ def test_a_redelivered_command_that_was_not_in_hand_is_carried_out(tmp_path):
         ),
         ("", "downloads.commands", {"x-command": "downloads.explode"}, "downloads.failed"),
         ("downloads", "downloads.commands", {}, "downloads.failed"),  # through the exchange: a name
+        # A publisher's own x-command on the command exchange names nothing: its routing key does.
+        ("downloads", "downloads.add", {"x-command": "downloads.remove"}, "downloads.added"),
+        ("downloads", "downloads.explode", {"x-command": "downloads.add"}, "downloads.failed"),
     ],
-    ids=["v1-publish-to-queue", "retry-copy", "named-by-header", "not-the-default-exchange"],
+    ids=[
+        "v1-publish-to-queue",
+        "retry-copy",
+        "named-by-header",
+        "not-the-default-exchange",
+        "a-publishers-header-on-the-exchange-is-ignored",
+        "a-publishers-header-names-no-unknown-key",
+    ],
 )
 def test_a_message_without_a_routing_key_name_is_named_by_header_or_is_an_add(
     tmp_path, exchange, routing_key, headers, outcome
