@@ -23,7 +23,7 @@ from qbit_consumer.contract.magnet import Magnet, parse_magnet
 from qbit_consumer.contract.messages import MAX_BODY_BYTES, CommandContext, structure_fields
 from qbit_consumer.contract.structure import short_repr
 from qbit_consumer.contract.torrentfile import TorrentFile, base64_length, parse_torrent
-from qbit_consumer.errors import INVALID_CATEGORY, INVALID_MESSAGE, InvalidCommand
+from qbit_consumer.errors import INVALID_CATEGORY, INVALID_MESSAGE, TOO_LARGE, InvalidCommand
 from qbit_consumer.model import Download
 from qbit_consumer.qbit import QbitClient
 
@@ -67,6 +67,10 @@ def parse(data: dict[str, Any], context: CommandContext, cfg: Config) -> AddComm
         )
     source: Magnet | TorrentFile
     if fields.magnet is not None:
+        if context.size > MAX_BODY_BYTES:  # the larger limit is for a .torrent file only
+            raise InvalidCommand(
+                TOO_LARGE, f"body is {context.size} bytes, the limit is {MAX_BODY_BYTES}"
+            )
         source = parse_magnet(fields.magnet)
     else:
         assert fields.torrent is not None

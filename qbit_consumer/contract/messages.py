@@ -39,6 +39,8 @@ class CommandContext:
     infohash_v2: str | None = None
     name: str | None = None
     category: str | None = None
+    #: The body's size in bytes: the limit of an add depends on what it carries.
+    size: int = 0
 
 
 def read_body(
@@ -57,6 +59,7 @@ def read_body(
     :raises InvalidCommand: with the reason code and a one-sentence detail.
     """
     context.request_id = _fallback_id(correlation_id) or _fallback_id(message_id)
+    context.size = len(body)
     if len(body) > max_bytes:
         raise InvalidCommand(TOO_LARGE, f"body is {len(body)} bytes, the limit is {max_bytes}")
     try:

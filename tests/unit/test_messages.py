@@ -77,8 +77,14 @@ def test_a_failure_keeps_what_was_understood_for_the_failed_event():
 @pytest.mark.parametrize(
     ("body", "reason", "words"),
     [
-        # 64 KiB, plus room for a .torrent of max_torrent_bytes (4 MiB) in base64.
+        # 64 KiB, plus room for a .torrent of max_torrent_bytes (4 MiB) in base64...
         (b"x" * (65_536 + 5_592_408 + 1), "too_large", "limit is 5657944"),
+        # ...which a magnet does not get.
+        (
+            {"magnet": MAGNET, "category": "tv", "pad": "x" * 65_536},
+            "too_large",
+            "limit is 65536",
+        ),
         (b"\xc3\x28", "invalid_json", "not UTF-8"),
         (b"{", "invalid_json", "not JSON"),
         (b"[" * 30_000 + b"]" * 30_000, "invalid_json", "nested too deeply"),
