@@ -23,6 +23,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pika.exceptions
+
 from bench.common import ROOT, ServiceProcess, memory_mib, qbittorrent, wait_count
 from qbit_consumer.broker import Broker
 from qbit_consumer.broker.publishing import send_event
@@ -251,12 +253,20 @@ def _sample(pid: int, samples: list[float], stop: threading.Event) -> None:
 
 
 def _send_add(amqp_url: str, exchange: str, infohash: str) -> None:
-    helper = BrokerHelper(amqp_url)
-    try:
-        body = {"magnet": f"magnet:?xt=urn:btih:{infohash}", "category": "tv"}
-        helper.publish(exchange, "downloads.add", json.dumps(body).encode())
-    finally:
-        helper.close()
+    """Publish one add as soon as the broker routes it (the queue's bindings follow it)."""
+    body = json.dumps({"magnet": f"magnet:?xt=urn:btih:{infohash}", "category": "tv"}).encode()
+    deadline = time.monotonic() + 30
+    while True:
+        helper = BrokerHelper(amqp_url)
+        try:
+            helper.publish(exchange, "downloads.add", body)
+            return
+        except pika.exceptions.UnroutableError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+        finally:
+            helper.close()
 
 
 def _history(config: Path, *args: str) -> tuple[float, list[str]]:
