@@ -124,8 +124,10 @@ def _one(qbit: QbitClient, command: ControlCommand, cfg: Config, tracked: BatchV
         if torrent is None and download is None:
             # A hybrid named by its v1 hash is listed under its v2 id, which no filter can
             # name: among the managed torrents (or all of them, when others may be controlled).
-            listing = qbit.all_torrents() if cfg.commands.control_unmanaged else None
-            candidates = listing if listing is not None else qbit.tagged(MANAGED_TAG)
+            if cfg.commands.control_unmanaged:
+                candidates = qbit.all_torrents()
+            else:
+                candidates = qbit.tagged(MANAGED_TAG)
             torrent = find(index_torrents(t for t in candidates if set(keys) & set(t.keys)), keys)
     except QbitConsumerError as exc:
         return exc
@@ -146,16 +148,17 @@ def _absent(command: ControlCommand, download: Download | None, tracked: BatchVi
     """qBittorrent holds no such torrent. A remove whose effect holds is acked without an
     event of its own: a tracked download's removal is reported by the poll (by this command if
     it was its doing, from ``pending``, after a crash), and one reported before is a repeat."""
-    if command.routing_key == REMOVE and (
-        download is not None or tracked.was_tracked(command.keys)
-    ):
-        return Done(events=(), log_line=f"remove: {command.given} is gone already")
     if download is not None:
+        if command.routing_key == REMOVE:
+            return Done(events=(), log_line=f"remove: {command.given} is gone already")
         detail = f"qBittorrent no longer holds {command.given}; its removal will be reported"
-    else:
-        detail = f"qBittorrent holds no torrent {command.given}"
-        if not tracked.was_tracked(command.keys):
-            detail += ", and this service never tracked one"
+        return InvalidCommand(NOT_FOUND, detail)
+    removed_before = tracked.was_tracked(command.keys)  # one look at the state file
+    if command.routing_key == REMOVE and removed_before:
+        return Done(events=(), log_line=f"remove: {command.given} is gone already")
+    detail = f"qBittorrent holds no torrent {command.given}"
+    if not removed_before:
+        detail += ", and this service never tracked one"
     return InvalidCommand(NOT_FOUND, detail)
 
 
