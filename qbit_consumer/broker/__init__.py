@@ -22,12 +22,16 @@ bookkeeping of streamed confirms), ``copies`` (what a retry or dead-letter copy 
 ``topology`` (what we declare, as data), ``declaring`` (a topology as AMQP calls),
 ``reconnect`` (the reconnect loop and the upkeep of a connected thread), ``params`` (connection
 parameters, pika's errors as sentences). Only ``connection``, ``copies``, ``declaring`` and
-``params`` import pika.
+``params`` import pika; ``lean`` keeps pika's asyncio adapter out of the process.
 """
 
-from qbit_consumer.broker.confirms import Sent
-from qbit_consumer.broker.connection import Broker
-from qbit_consumer.broker.copies import copy_properties
-from qbit_consumer.broker.messages import Delivery, Outgoing
+from qbit_consumer.broker.lean import leave_out_asyncio
+
+leave_out_asyncio()  # before any module of this package imports pika
+
+from qbit_consumer.broker.confirms import Sent  # noqa: E402
+from qbit_consumer.broker.connection import Broker  # noqa: E402
+from qbit_consumer.broker.copies import copy_properties  # noqa: E402
+from qbit_consumer.broker.messages import Delivery, Outgoing  # noqa: E402
 
 __all__ = ["Broker", "Delivery", "Outgoing", "Sent", "copy_properties"]
