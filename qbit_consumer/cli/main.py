@@ -202,7 +202,8 @@ def _command_of(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
 
 def _history(cfg: Config, args: argparse.Namespace) -> int:
     from qbit_consumer.cli.history import history
-    from qbit_consumer.history.trail import hash_forms, parse_when
+    from qbit_consumer.contract.magnet import info_hash_keys
+    from qbit_consumer.history.trail import parse_when
 
     if not cfg.history.enabled:
         print(
@@ -215,7 +216,7 @@ def _history(cfg: Config, args: argparse.Namespace) -> int:
     try:
         since = parse_when(args.since, now) if args.since else None
         until = parse_when(args.until, now) if args.until else None
-        hashes = hash_forms(args.hash) if args.hash else None
+        hashes = frozenset(info_hash_keys(args.hash)) if args.hash else None
     except ValueError as exc:
         print(f"qbit-consumer: {exc}", file=sys.stderr)
         return EXIT_CONFIG

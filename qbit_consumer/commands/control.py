@@ -24,9 +24,8 @@ from qbit_consumer.commands.outcomes import Done, Outcome
 from qbit_consumer.commands.tracked import BatchView
 from qbit_consumer.config import Config
 from qbit_consumer.contract.events import BY_COMMAND, BY_EXTERNAL, Event, Paused, Removed, Resumed
-from qbit_consumer.contract.magnet import v1_hex
+from qbit_consumer.contract.magnet import info_hash_keys
 from qbit_consumer.contract.messages import MANAGED_TAG, CommandContext, structure_fields
-from qbit_consumer.contract.structure import short_repr
 from qbit_consumer.errors import (
     INVALID_MESSAGE,
     NOT_FOUND,
@@ -45,7 +44,6 @@ from qbit_consumer.model import (
     download_hash,
     find,
     index_torrents,
-    keys_of,
 )
 from qbit_consumer.qbit import QbitClient
 
@@ -84,7 +82,10 @@ def parser(routing_key: str) -> Callable[[dict[str, Any], CommandContext, Config
     def parse(data: dict[str, Any], context: CommandContext, cfg: Config) -> ControlCommand:
         """:raises InvalidCommand:"""
         fields = structure_fields(data, _RemoveBody if routing_key == REMOVE else _Body)
-        keys = _keys_of_hash(fields.hash)
+        try:
+            keys = info_hash_keys(fields.hash)
+        except ValueError as exc:
+            raise InvalidCommand(INVALID_MESSAGE, f"field 'hash' {exc}") from None
         context.hash = keys[0] if len(keys[0]) == 40 else keys[1]
         return ControlCommand(
             routing_key=routing_key,
@@ -95,19 +96,6 @@ def parser(routing_key: str) -> Callable[[dict[str, Any], CommandContext, Config
         )
 
     return parse
-
-
-def _keys_of_hash(text: str) -> tuple[str, ...]:
-    v1 = v1_hex(text.strip())
-    if v1 is not None:
-        return (v1,)
-    if len(text) == 64 and all(c in "0123456789abcdefABCDEF" for c in text):
-        return keys_of(text.lower())
-    raise InvalidCommand(
-        INVALID_MESSAGE,
-        f"field 'hash' {short_repr(text)} is not an info-hash (40 hex, 32 base32 or 64 hex "
-        "characters)",
-    )
 
 
 def carry_out(

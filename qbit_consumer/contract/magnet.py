@@ -21,6 +21,7 @@ from urllib.parse import unquote, unquote_plus
 
 import attrs
 
+from qbit_consumer.contract.structure import short_repr
 from qbit_consumer.errors import INVALID_MAGNET, InvalidCommand
 from qbit_consumer.model import download_hash, keys_of
 
@@ -114,6 +115,25 @@ def v1_hex(digest: str) -> str | None:
         except binascii.Error:  # pragma: no cover - the regex admits only valid base32
             pass
     return None
+
+
+def info_hash_keys(text: str) -> tuple[str, ...]:
+    """The ids of a torrent named by one of its info-hashes in any form a platform or an
+    operator gives it (40 hex, 32 base32 or 64 hex; whitespace around it ignored): a v1 hash
+    as 40 lowercase hex, a v2 one whole and cut to 40 (``keys_of``). A command's ``hash`` and
+    ``history --hash`` read it the same way.
+
+    :raises ValueError: it is none of these.
+    """
+    value = text.strip()
+    v1 = v1_hex(value)
+    if v1 is not None:
+        return (v1,)
+    if _HEX64.match(value):
+        return keys_of(value.lower())
+    raise ValueError(
+        f"{short_repr(text)} is not an info-hash (40 hex, 32 base32 or 64 hex characters)"
+    )
 
 
 def _parse_btih(digest: str) -> str:

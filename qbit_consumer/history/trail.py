@@ -12,8 +12,6 @@ from typing import Any, Final
 
 import attrs
 
-from qbit_consumer.contract.magnet import v1_hex
-
 _RELATIVE: Final = re.compile(r"^(\d+)([smhdw])$")
 _UNITS: Final = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
@@ -64,21 +62,6 @@ def parse_when(text: str, now: datetime) -> datetime:
             "2026-11-01T08:00)"
         ) from None
     return when if when.tzinfo is not None else when.astimezone()
-
-
-def hash_forms(text: str) -> frozenset[str]:
-    """Every form a download's ``hash`` may take in events, for a hash given in any form:
-    40 or 64 hex, or 32 base32 (as magnets carry a v1 hash).
-
-    :raises ValueError: it is none of these.
-    """
-    value = text.strip()
-    if re.fullmatch(r"[0-9a-fA-F]{64}", value):
-        return frozenset({value.lower(), value[:40].lower()})
-    v1 = v1_hex(value)
-    if v1 is not None:
-        return frozenset({v1})
-    raise ValueError(f"{text!r} is not an info-hash (40 or 64 hex, or 32 base32 characters)")
 
 
 def of_download(entry: Entry, hashes: frozenset[str] | None, request_id: str | None) -> bool:

@@ -192,6 +192,17 @@ def test_a_pause_done_in_qbittorrent_before_the_command_is_reported_once_as_exte
     assert "pause_torrent" not in s.qbit.calls
 
 
+def test_a_hash_is_read_as_history_reads_it_any_form_whitespace_around_it_ignored(s):
+    s.qbit.listed[V2[:40]] = torrent(V2[:40], infohash_v1=H1, infohash_v2=V2)
+    s.qbit.tags[V2[:40]] = {MANAGED_TAG}
+
+    s.send("downloads.pause", {"hash": f" {V2.upper()}\n"})
+
+    [paused] = s.broker.events
+    assert (paused["hash"], paused["by"]) == (H1, "command")
+    assert s.qbit.listed[V2[:40]].state in {"pausedDL", "stoppedDL"}
+
+
 @pytest.mark.parametrize(
     ("routing_key", "body", "reason"),
     [

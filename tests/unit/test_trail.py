@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from qbit_consumer.contract.magnet import info_hash_keys
 from qbit_consumer.history import trail
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
@@ -30,16 +31,16 @@ def test_since_takes_durations_and_dates():
 
 
 def test_a_hash_in_any_form_finds_the_download():
-    assert trail.hash_forms(V1.upper()) == {V1}
-    assert trail.hash_forms(V2) == {V2, V2[:40]}
-    assert trail.hash_forms("WRN7ZT6NKMA6SSXYKAFRUGDDIFJUNKI2") == {
-        "b45bfccfcd5301e94af8500b1a1863415346a91a"
-    }
+    assert info_hash_keys(V1.upper()) == (V1,)
+    assert info_hash_keys(f" {V2.upper()}\n") == (V2, V2[:40])
+    assert info_hash_keys("WRN7ZT6NKMA6SSXYKAFRUGDDIFJUNKI2") == (
+        "b45bfccfcd5301e94af8500b1a1863415346a91a",
+    )
     with pytest.raises(ValueError, match="not an info-hash"):
-        trail.hash_forms("abc")
+        info_hash_keys("abc")
     [hybrid] = trail.entries([event("added", NOW, h=V1, infohash_v2=V2)])
-    assert trail.of_download(hybrid, trail.hash_forms(V2), None)
-    assert not trail.of_download(hybrid, trail.hash_forms("d" * 40), None)
+    assert trail.of_download(hybrid, frozenset(info_hash_keys(V2)), None)
+    assert not trail.of_download(hybrid, frozenset(info_hash_keys("d" * 40)), None)
     assert not trail.of_download(hybrid, None, "someone")
 
 
