@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any, Final
 
 import attrs
@@ -105,10 +105,16 @@ class Torrent:
         return keys_of(self.id, self.infohash_v1, self.infohash_v2)
 
 
-def index_torrents(torrents: Iterable[Torrent]) -> dict[str, Torrent]:
-    """Each torrent under every key it can be known by (``keys_of``)."""
+def index_torrents(
+    torrents: Iterable[Torrent], wanted: Collection[str] | None = None
+) -> dict[str, Torrent]:
+    """Each torrent under every key it can be known by (``keys_of``); with ``wanted``, only
+    those known by one of these keys (a long listing searched for a few torrents: a hybrid
+    torrent is listed under its v2 id, which no ``hashes=`` filter can name from its v1)."""
     index: dict[str, Torrent] = {}
     for torrent in torrents:
+        if wanted is not None and wanted.isdisjoint(torrent.keys):
+            continue
         for key in torrent.keys:
             index.setdefault(key, torrent)
     return index

@@ -192,16 +192,11 @@ def _wait_listed(
     deadline, next_tagged_look = start + timeout, start + TAGGED_LOOK_SECONDS
     pause = 0.005  # qBittorrent usually lists a new torrent within milliseconds
     while waiting:
+        wanted = {key for i in waiting for key in commands[i].source.keys}
         try:
-            listed = index_torrents(
-                qbit.torrents({key for i in waiting for key in commands[i].source.keys})
-            )
+            listed = index_torrents(qbit.torrents(wanted))
             if time.monotonic() >= next_tagged_look:
-                wanted = {key for i in waiting for key in commands[i].source.keys}
-                managed = qbit.tagged(MANAGED_TAG)
-                listed = (
-                    index_torrents(t for t in managed if not wanted.isdisjoint(t.keys)) | listed
-                )
+                listed = index_torrents(qbit.tagged(MANAGED_TAG), wanted) | listed
                 next_tagged_look = time.monotonic() + TAGGED_LOOK_SECONDS
         except QbitConsumerError as exc:
             for i in waiting:

@@ -116,7 +116,7 @@ def _one(qbit: QbitClient, command: ControlCommand, cfg: Config, tracked: BatchV
                 candidates = qbit.all_torrents()
             else:
                 candidates = qbit.tagged(MANAGED_TAG)
-            torrent = find(index_torrents(t for t in candidates if set(keys) & set(t.keys)), keys)
+            torrent = find(index_torrents(candidates, set(keys)), keys)
     except QbitConsumerError as exc:
         return exc
     if torrent is None:
