@@ -104,6 +104,12 @@ class Torrent:
     def keys(self) -> tuple[str, ...]:
         return keys_of(self.id, self.infohash_v1, self.infohash_v2)
 
+    @property
+    def hash(self) -> str:
+        """The ``hash`` events carry for this torrent's download (``download_hash``), or its
+        id when qBittorrent lists neither info-hash."""
+        return download_hash(self.infohash_v1, self.infohash_v2) or self.id
+
 
 def index_torrents(
     torrents: Iterable[Torrent], wanted: Collection[str] | None = None

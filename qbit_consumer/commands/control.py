@@ -41,7 +41,6 @@ from qbit_consumer.model import (
     PENDING_RESUME,
     Download,
     Torrent,
-    download_hash,
     find,
     index_torrents,
 )
@@ -261,7 +260,7 @@ def _identity(
     command: ControlCommand, torrent: Torrent, download: Download | None
 ) -> dict[str, Any]:
     """A tracked download's own identity; an untracked torrent's as qBittorrent lists it (its
-    hash by the magnet rule: the v1 info-hash when it has one)."""
+    hash by the magnet rule, ``Torrent.hash``)."""
     if download is not None:
         return {
             "request_id": command.request_id or download.request_id,
@@ -272,7 +271,7 @@ def _identity(
         }
     return {
         "request_id": command.request_id,
-        "hash": download_hash(torrent.infohash_v1, torrent.infohash_v2) or torrent.id,
+        "hash": torrent.hash,
         "infohash_v2": torrent.infohash_v2,
         "name": torrent.name,
         "category": None,

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from qbit_consumer.history.trail import Entry
-from qbit_consumer.model import Download, Torrent, download_hash
+from qbit_consumer.model import Download, Torrent
 
 
 def rebuild(trail: Iterable[Entry]) -> list[Download]:
@@ -68,7 +68,7 @@ def unknown_to_history(managed: Iterable[Torrent], known: Iterable[Download]) ->
             continue
         found.append(
             Download.added(
-                hash=_hash_of(torrent),
+                hash=torrent.hash,
                 qbit_id=torrent.id,
                 infohash_v1=torrent.infohash_v1,
                 infohash_v2=torrent.infohash_v2,
@@ -78,8 +78,3 @@ def unknown_to_history(managed: Iterable[Torrent], known: Iterable[Download]) ->
         )
         seen.update(torrent.keys)
     return found
-
-
-def _hash_of(torrent: Torrent) -> str:
-    """The download's ``hash`` as events carry it (``model.download_hash``)."""
-    return download_hash(torrent.infohash_v1, torrent.infohash_v2) or torrent.id
