@@ -39,7 +39,8 @@ def download_hash(infohash_v1: str | None, infohash_v2: str | None) -> str | Non
     return infohash_v2[:40] if infohash_v2 else None
 
 
-#: qBittorrent's words for a stopped torrent: 4.x says paused, 5.x stopped.
+#: qBittorrent's words for a stopped torrent: 4.x says paused, 5.x stopped; DL while
+#: incomplete, UP once complete (seeding stopped).
 PAUSED: Final = frozenset({"pausedDL", "stoppedDL", "pausedUP", "stoppedUP"})
 
 

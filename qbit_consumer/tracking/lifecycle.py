@@ -43,7 +43,6 @@ from qbit_consumer.model import (
 
 #: States in which qBittorrent's numbers describe a check or a move, not the download.
 CHECKING: Final = frozenset({"checkingDL", "checkingUP", "checkingResumeData", "moving"})
-#: 4.x says paused, 5.x says stopped; DL while incomplete, UP once complete (seeding stopped).
 ERRORED: Final = frozenset({"error", "missingFiles"})
 #: States in which a download is trying to make progress; only here can it stall. Paused,
 #: queued and checking downloads are waiting on purpose.
@@ -138,22 +137,22 @@ def observe(download: Download, torrent: Torrent, now: float, stalled_after: flo
     # the completion when both are seen in the same cycle; starting it again a resume.
     new.paused = torrent.state in PAUSED
     if new.paused and not download.paused:
-        paused = [_paused(new, torrent, _by(download.pending == PENDING_PAUSE))]
+        switched = [_paused(new, torrent, _by(download.pending == PENDING_PAUSE))]
     elif download.paused and not new.paused:
-        paused = [_resumed(new, torrent, _by(download.pending == PENDING_RESUME))]
+        switched = [_resumed(new, torrent, _by(download.pending == PENDING_RESUME))]
     else:
-        paused = []
+        switched = []
     if (download.pending, new.paused) in ((PENDING_PAUSE, True), (PENDING_RESUME, False)):
         new.pending = None  # the command's change is done
     if download.stage != "active":
-        return Observation(new, events + paused, None)
+        return Observation(new, events + switched, None)
 
     if is_complete(torrent):
         new.stage = "completed"
         new.stalled = False
-        events += [_completed(new, torrent), *paused]
+        events += [_completed(new, torrent), *switched]
         return Observation(new, events, None)
-    events += paused
+    events += switched
 
     stalled_for = now - new.progress_changed_at
     if torrent.state in TRYING and not new.stalled and stalled_for >= stalled_after:
