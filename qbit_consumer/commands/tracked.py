@@ -43,7 +43,7 @@ class BatchView:
     def find(self, keys: Iterable[str]) -> Download | None:
         wanted = set(keys)
         for download in self._added.values():
-            if wanted.intersection(download.keys):
+            if not wanted.isdisjoint(download.keys):
                 return download
         return self._tracked.find(wanted)
 

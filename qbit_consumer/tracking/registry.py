@@ -140,7 +140,8 @@ class Registry:
                 if (held := self._downloads.get(key)) is not None:
                     return held
             wanted = set(keys)
-            return next((d for d in self._downloads.values() if wanted & set(d.keys)), None)
+            others = self._downloads.values()
+            return next((d for d in others if not wanted.isdisjoint(d.keys)), None)
 
     def was_tracked(self, keys: Iterable[str]) -> bool:
         """Whether a download known by any of ``keys`` was tracked, and no longer is."""
