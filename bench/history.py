@@ -17,7 +17,6 @@ import re
 import secrets
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -192,12 +191,8 @@ def recovery(
         assert not service.state_path.exists()
 
         events = EventCollector(amqp_url, service.names.event_exchange, "downloads.received")
-        samples: list[float] = []
         started = time.monotonic()
         process = service.start_process()
-        sampling = threading.Event()
-        sampler = threading.Thread(target=_sample, args=(process.pid, samples, sampling))
-        sampler.start()
         helper = BrokerHelper(amqp_url)
         try:
             wait_until(lambda: helper.exists(service.names.command_queue), 60, "the queue")
@@ -207,10 +202,7 @@ def recovery(
         _send_add(amqp_url, service.names.command_exchange, command)
         wait_until(lambda: events.of("downloads.received"), 60, "the first command", 0.01)
         first_command = time.monotonic() - started
-        _, peak_during = memory_mib(process.pid)
-        sampling.set()
-        sampler.join()
-        during = max(samples) if samples else peak_during
+        _, peak_during = memory_mib(process.pid)  # VmHWM: the peak since the start
 
         after: list[float] = []
         end = time.monotonic() + steady
@@ -234,7 +226,7 @@ def recovery(
             "rebuild_seconds_logged": float(rebuilt.group(3)) if rebuilt else -1,
             "start_to_first_command_seconds": round(first_command, 2),
             "tracked_in_state_after": in_state,
-            "rss_peak_during_mib": round(max(during, peak_during), 1),
+            "rss_peak_during_mib": round(peak_during, 1),
             "rss_after_median_mib": round(sorted(after)[len(after) // 2], 1),
             "rss_after_end_mib": round(after[-1], 1),
         }
@@ -242,14 +234,6 @@ def recovery(
         service.stop()
         service.cleanup()
         qbit.stop()
-
-
-def _sample(pid: int, samples: list[float], stop: threading.Event) -> None:
-    while not stop.wait(0.05):
-        try:
-            samples.append(memory_mib(pid)[0])
-        except (FileNotFoundError, KeyError):  # not yet exec'd, or gone
-            continue
 
 
 def _send_add(amqp_url: str, exchange: str, infohash: str) -> None:
