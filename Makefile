@@ -17,15 +17,18 @@ config.ini:
 	@cp config.example.ini config.ini
 	@echo "note: created config.ini from config.example.ini; set [qbittorrent] url and password (or QBIT_CONSUMER_QBITTORRENT_PASSWORD)"
 
-run: install config.ini
-	$(BIN)/qbit-consumer run --config config.ini
+# `make run CONFIG=other.ini` runs with another file (only config.ini is created when absent).
+CONFIG ?= config.ini
+
+run: install $(filter config.ini,$(CONFIG))
+	$(BIN)/qbit-consumer run --config $(CONFIG)
 
 demo: install
 	@command -v qbittorrent-nox >/dev/null || scripts/ensure-services.sh
 	$(BIN)/python scripts/demo.py
 
-check: install config.ini
-	$(BIN)/qbit-consumer check --config config.ini
+check: install $(filter config.ini,$(CONFIG))
+	$(BIN)/qbit-consumer check --config $(CONFIG)
 
 # The tests that change the whole broker (marked serial) run alone, after the others.
 test: install
