@@ -28,9 +28,3 @@ def test_dockerfile_entry_point_and_healthcheck_are_real_commands(capsys):
         with pytest.raises(SystemExit) as exited:
             main([sub, "--help"])
         assert exited.value.code == 0 and "--config" in capsys.readouterr().out
-
-
-def test_compose_example_passes_secrets_through_the_environment():
-    compose = (ROOT / "docker-compose.example.yml").read_text()
-    assert "QBIT_CONSUMER_QBITTORRENT_PASSWORD" in compose
-    assert "/config/config.ini:ro" in compose and ":/data" in compose
