@@ -2,8 +2,10 @@
 
 Every key has the default of CONTRACT section 2, so a file only needs what differs. Any key can be
 overridden by an environment variable ``QBIT_CONSUMER_<SECTION>_<KEY>`` (secrets need not be in the
-file). Whatever is wrong is reported as one ConfigError line naming the file (or the environment
-variable), the section and the key; the CLI turns it into exit code 2.
+file), or by ``QBIT_CONSUMER_<SECTION>_<KEY>_FILE`` naming a file that holds the value (Docker and
+podman secrets are mounted as files: the value then shows in no ``inspect`` output). Whatever is
+wrong is reported as one ConfigError line naming the file (or the environment variable), the
+section and the key; the CLI turns it into exit code 2.
 """
 
 from __future__ import annotations
@@ -57,8 +59,39 @@ def _at_least(minimum: float) -> Any:
     return validator(lambda v: None if v >= minimum else f"must be at least {minimum:g}")
 
 
+def _at_most(maximum: float) -> Any:
+    return validator(lambda v: None if v <= maximum else f"must be at most {maximum:g}")
+
+
 def _one_of(*choices: str) -> Any:
     return validator(lambda v: None if v in choices else f"must be one of {', '.join(choices)}")
+
+
+#: A day: the longest wait a duration key may ask for (longer ones are mistakes, and ``sleep``
+#: overflows on the absurd ones).
+_DAY: Final = 86_400.0
+
+
+def _status_interval(value: float) -> str | None:
+    if value == 0 or 1 <= value <= _DAY:
+        return None
+    return f"must be 0 (off) or between 1 and {_DAY:g} seconds"
+
+
+@attrs.frozen(kw_only=True)
+class ServiceConfig:
+    """The running process itself: its name on the platform, and how it says how it is."""
+
+    #: This instance's name: ``instance`` of the status message (and, later, of every event).
+    name: str = attrs.field(default="qbit-consumer", validator=validator(_amqp_name))
+    #: Seconds between two ``downloads.status`` messages; 0 publishes none.
+    status_interval_seconds: float = attrs.field(
+        default=60.0, validator=validator(_status_interval)
+    )
+    #: How long RabbitMQ may be unreachable before ``healthcheck`` says unhealthy.
+    unhealthy_after_seconds: float = attrs.field(
+        default=90.0, validator=[_at_least(1), _at_most(_DAY)]
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -70,6 +103,8 @@ class RabbitmqConfig:
     command_queue: str = attrs.field(default="downloads.commands", validator=validator(_amqp_name))
     queue_type: str = attrs.field(default="quorum", validator=_one_of("quorum", "classic"))
     event_exchange: str = attrs.field(default="downloads.events", validator=validator(_amqp_name))
+    #: The last-value queue that keeps the newest ``downloads.status`` message.
+    status_queue: str = attrs.field(default="downloads.status", validator=validator(_amqp_name))
     platform_exchange: str = attrs.field(default="", validator=validator(_optional_amqp_name))
     platform_routing_keys: tuple[str, ...] = attrs.field(
         default=("#",),
@@ -162,6 +197,7 @@ class Config:
     """The whole configuration. ``categories`` maps each allowed category to its save path
     ('' means: let qBittorrent choose, as it would for a torrent added in its UI)."""
 
+    service: ServiceConfig = ServiceConfig()
     rabbitmq: RabbitmqConfig = RabbitmqConfig()
     qbittorrent: QbittorrentConfig = QbittorrentConfig()
     polling: PollingConfig = PollingConfig()
@@ -176,6 +212,7 @@ class Config:
 
 
 _SECTIONS: Final[dict[str, type]] = {
+    "service": ServiceConfig,
     "rabbitmq": RabbitmqConfig,
     "qbittorrent": QbittorrentConfig,
     "polling": PollingConfig,
@@ -319,6 +356,8 @@ def _apply_environment(
 
     Variables whose section part is not one of ours (``QBIT_CONSUMER_TEST_...``) are left alone;
     ``QBIT_CONSUMER_CATEGORIES_<NAME>`` adds or changes the category ``<name>`` (lower case).
+    ``QBIT_CONSUMER_<SECTION>_<KEY>_FILE`` reads the value from a file (a Docker or podman
+    secret); setting both it and ``QBIT_CONSUMER_<SECTION>_<KEY>`` is a mistake, not a choice.
     """
     for variable, value in sorted(environ.items()):
         if not variable.startswith(ENV_PREFIX):
@@ -327,7 +366,36 @@ def _apply_environment(
         section, _, key = rest.partition("_")
         if section not in _ALL_SECTIONS or not key:
             continue
+        where = f"environment {variable}"
         if section == "categories":
             value = value.strip()
+        elif key.endswith(_FILE_SUFFIX) and key != _FILE_SUFFIX:
+            key = key.removesuffix(_FILE_SUFFIX)
+            plain = variable.removesuffix(_FILE_SUFFIX.upper())
+            if plain in environ:
+                raise ConfigError(f"{where}: {plain} is set as well: keep one of the two")
+            value = _read_secret_file(value, where)
         raw.setdefault(section, {})[key] = value
-        origin[(section, key)] = f"environment {variable}"
+        origin[(section, key)] = where
+
+
+_FILE_SUFFIX: Final = "_file"
+#: A secret is a password, a key or a URL: anything longer is the wrong file.
+_SECRET_FILE_MAX_BYTES: Final = 65_536
+
+
+def _read_secret_file(name: str, where: str) -> str:
+    """The value a ``..._FILE`` variable points to, without the line ends at its end (as a
+    shell's ``$(cat file)`` would read it: secret files usually end with one)."""
+    path = Path(name.strip())
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(_SECRET_FILE_MAX_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read {path} ({exc.strerror})") from None
+    if len(data) > _SECRET_FILE_MAX_BYTES:
+        raise ConfigError(f"{where}: {path} is larger than {_SECRET_FILE_MAX_BYTES} bytes")
+    try:
+        return data.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{where}: {path} is not UTF-8 text") from None

@@ -42,6 +42,9 @@ def test_the_example_config_loads_and_matches_the_contract_defaults():
         n: "" for n in ("movies", "tv", "music", "books", "software", "other")
     }
     assert (cfg.logging.level, cfg.logging.format) == ("INFO", "json")
+    assert (cfg.service.name, cfg.service.status_interval_seconds) == ("qbit-consumer", 60)
+    assert cfg.service.unhealthy_after_seconds == 90
+    assert cfg.rabbitmq.status_queue == "downloads.status"
 
 
 def test_an_empty_file_means_all_defaults(tmp_path):
@@ -148,6 +151,32 @@ def test_values_may_contain_percent_and_hash_and_comments_start_with_semicolon(t
             {"QBIT_CONSUMER_RABBITMQ_NOPE": "1"},
             "environment QBIT_CONSUMER_RABBITMQ_NOPE: [rabbitmq] nope: unknown key",
         ),
+        (
+            "[service]\nstatus_interval_seconds = 0.5\n",
+            {},
+            "[service] status_interval_seconds: must be 0 (off) or between 1 and 86400 seconds",
+        ),
+        (
+            "[service]\nunhealthy_after_seconds = 1e9\n",
+            {},
+            "[service] unhealthy_after_seconds: must be at most 86400",
+        ),
+        ("[service]\nname = my nas\n", {}, "[service] name: must be 1-200 characters"),
+        (
+            "",
+            {"QBIT_CONSUMER_QBITTORRENT_PASSWORD_FILE": "/nonexistent/secret"},
+            "environment QBIT_CONSUMER_QBITTORRENT_PASSWORD_FILE: cannot read "
+            "/nonexistent/secret (No such file or directory)",
+        ),
+        (
+            "",
+            {
+                "QBIT_CONSUMER_QBITTORRENT_PASSWORD_FILE": "/etc/hostname",
+                "QBIT_CONSUMER_QBITTORRENT_PASSWORD": "also",
+            },
+            "environment QBIT_CONSUMER_QBITTORRENT_PASSWORD_FILE: "
+            "QBIT_CONSUMER_QBITTORRENT_PASSWORD is set as well: keep one of the two",
+        ),
     ],
 )
 def test_each_bad_config_gives_one_line_naming_file_section_and_key(tmp_path, text, env, expected):
@@ -182,3 +211,34 @@ def test_a_password_from_the_environment_needs_no_private_file(tmp_path):
     assert cfg.warnings == ()
     path.write_text("[rabbitmq]\nurl = amqp://user:pw@localhost/\n")
     assert load_config(path, environ={}).warnings
+
+
+def test_a_secret_comes_from_the_file_a_file_variable_names_without_its_line_end(tmp_path):
+    secret = tmp_path / "qbittorrent_password"
+    secret.write_text("s3cret\n", encoding="utf-8")
+    url = tmp_path / "amqp_url"
+    url.write_text("amqp://qbit:p%40ss@rabbitmq:5672/%2F\r\n", encoding="utf-8")
+
+    cfg = load_config(
+        write(tmp_path, "[qbittorrent]\nusername = me\n"),
+        environ={
+            "QBIT_CONSUMER_QBITTORRENT_PASSWORD_FILE": str(secret),
+            "QBIT_CONSUMER_RABBITMQ_URL_FILE": str(url),
+        },
+    )
+
+    assert cfg.qbittorrent.password == "s3cret"
+    assert cfg.rabbitmq.url == "amqp://qbit:p%40ss@rabbitmq:5672/%2F"
+    assert cfg.qbittorrent.username == "me"
+
+
+def test_a_file_variable_refuses_a_file_too_large_to_be_a_secret_and_never_quotes_it(tmp_path):
+    big = tmp_path / "not-a-secret"
+    big.write_bytes(b"x" * 70_000)
+    with pytest.raises(ConfigError) as info:
+        load_config(
+            write(tmp_path, ""), environ={"QBIT_CONSUMER_QBITTORRENT_API_KEY_FILE": str(big)}
+        )
+    assert str(info.value) == (
+        f"environment QBIT_CONSUMER_QBITTORRENT_API_KEY_FILE: {big} is larger than 65536 bytes"
+    )
