@@ -2,18 +2,24 @@
 
 Stands up (and afterwards tears down) everything it needs:
 
-* RabbitMQ: the one on 127.0.0.1:5672 if it runs, else a throwaway node in a temporary
-  directory; exchanges and queues get demo-only names and are deleted at the end;
+* RabbitMQ: the one at QBIT_CONSUMER_DEMO_AMQP_URL (default
+  amqp://guest:guest@127.0.0.1:5672/%2F, the local broker as Debian installs it). When that
+  default is asked for and nothing listens there, a throwaway node in a temporary directory;
+  another URL must already answer (the tests pass a vhost of their own, so that the demo's run
+  touches nothing else). Exchanges, queues and streams get demo-only names and are deleted at
+  the end;
 * two qbittorrent-nox: a seeder with 20 MiB of generated data, and the "NAS" one the service
   manages (its download speed limited to 4 MiB/s, so the progress bar has time to move);
 * the service itself, as a real `qbit-consumer run` process.
 
-Then it sends one command with `qbit-consumer send` and prints every event as it arrives.
+Then it sends one command with `qbit-consumer send`, run as the real command (the line it prints
+is the one it runs), and prints every event as it arrives.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -23,28 +29,33 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from qbit_consumer.cli import ops  # noqa: E402
 from qbit_consumer.config import load_config  # noqa: E402
+from qbit_consumer.redact import redact_url  # noqa: E402
 from tests.fixtures.qbittorrent import QbitProcess  # noqa: E402
 from tests.fixtures.rabbitmq import BrokerHelper  # noqa: E402
 from tests.fixtures.seeder import Seeder  # noqa: E402
-from tests.fixtures.service import TestNames, write_ini  # noqa: E402
+from tests.fixtures.service import TestNames, service_ini  # noqa: E402
 
-AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+AMQP_URL = os.environ.get("QBIT_CONSUMER_DEMO_AMQP_URL") or DEFAULT_AMQP_URL
 
 
 def say(text: str) -> None:
     print(f"\033[1m==> {text}\033[0m", flush=True)
 
 
-def broker_runs() -> bool:
+def broker_runs(url: str) -> bool:
+    """Whether something listens at ``url``'s host and port."""
+    parts = urlsplit(url)
     with socket.socket() as sock:
         sock.settimeout(1)
-        return sock.connect_ex(("127.0.0.1", 5672)) == 0
+        return sock.connect_ex((parts.hostname or "127.0.0.1", parts.port or 5672)) == 0
 
 
 class ThrowawayRabbit:
@@ -90,7 +101,7 @@ class ThrowawayRabbit:
         )
         self.started = True
         deadline = time.monotonic() + 60
-        while not broker_runs():
+        while not broker_runs(DEFAULT_AMQP_URL):
             if time.monotonic() > deadline:
                 sys.exit(f"demo: the throwaway RabbitMQ did not start (logs in {self.dir / 'log'})")
             time.sleep(0.5)
@@ -120,11 +131,15 @@ def main() -> int:
     helper = None
     names = TestNames()
     try:
-        if broker_runs():
-            say("RabbitMQ: using the one on 127.0.0.1:5672 (demo-only exchange and queue names)")
-        else:
+        if broker_runs(AMQP_URL):
+            say(f"RabbitMQ: using {redact_url(AMQP_URL)} (demo-only exchange and queue names)")
+        elif AMQP_URL == DEFAULT_AMQP_URL:
             say("RabbitMQ: none running, starting a throwaway node")
             rabbit.start()
+        else:
+            sys.exit(
+                f"demo: nothing answers at {redact_url(AMQP_URL)} (QBIT_CONSUMER_DEMO_AMQP_URL)"
+            )
         say("qBittorrent: starting a seeder and the 'NAS' instance on loopback")
         seeder_qb, nas_qb = QbitProcess(tmp, "seeder"), QbitProcess(tmp, "nas")
         seeder_qb.start()
@@ -132,21 +147,17 @@ def main() -> int:
         nas_qb.client().app_set_preferences({"dl_limit": 4 * 2**20})
         payload = Seeder(seeder_qb).share(20 * 2**20, name="Big-Buck-Bunny-demo")
 
-        config = write_ini(
+        # The tests' own config helper: every queue, exchange and stream gets the demo's name
+        # (the defaults may be a real service's), and a name the service gains later follows.
+        config = service_ini(
             tmp / "config.ini",
-            {
-                "rabbitmq": {
-                    "url": AMQP_URL,
-                    "command_exchange": names.command_exchange,
-                    "command_queue": names.command_queue,
-                    "event_exchange": names.event_exchange,
-                },
-                "qbittorrent": {"url": nas_qb.url, "password": nas_qb.password},
-                "polling": {"interval_seconds": 0.5},
-                "categories": {"movies": tmp / "nas" / "movies", "tv": ""},
-                "state": {"path": tmp / "state.sqlite3"},
-                "logging": {"format": "text", "level": "INFO"},
-            },
+            AMQP_URL,
+            names,
+            nas_qb.url,
+            nas_qb.password,
+            polling={"interval_seconds": 0.5},
+            categories={"movies": tmp / "nas" / "movies", "tv": ""},
+            logging={"format": "text", "level": "INFO"},
         )
         config.chmod(0o600)
         cfg = load_config(config, environ={})
@@ -184,10 +195,19 @@ def main() -> int:
                 sys.exit(f"demo: the service did not start; see {tmp / 'service.log'}")
             time.sleep(0.2)
 
-        say(
-            f"sending: qbit-consumer send '{payload.magnet[:60]}...' --category movies --request-id demo-1"
+        magnet = payload.magnet
+        command = ["send", magnet, "--category", "movies", "--request-id", "demo-1"]
+        # The line shown is the command run, its magnet cut after the info-hash.
+        shown = shlex.join(["qbit-consumer", *command]).replace(magnet, f"{magnet[:60]}...")
+        say(f"sending: {shown}")
+        sent = subprocess.run(
+            [sys.executable, "-m", "qbit_consumer", *command, "--config", str(config)],
+            capture_output=True,
+            text=True,
+            check=False,
         )
-        ops.send(cfg, payload.magnet, "movies", "demo-1", [])
+        if sent.returncode != 0:
+            sys.exit(f"demo: `qbit-consumer send` failed: {(sent.stderr or sent.stdout).strip()}")
         say("events on the exchange, as they arrive (`qbit-consumer watch` prints the same):")
         if not done.wait(90):
             sys.exit("demo: no completion within 90 s; see the service log")
@@ -201,7 +221,11 @@ def main() -> int:
         say("tearing everything down")
         if service is not None and service.poll() is None:
             service.send_signal(signal.SIGTERM)
-            service.wait(15)
+            try:
+                service.wait(15)
+            except subprocess.TimeoutExpired:  # the rest must still be torn down
+                service.kill()
+                service.wait()
         if helper is not None:
             helper.delete(names.queues, names.exchanges)
             helper.close()
