@@ -5,7 +5,8 @@ seconds: when each thread last went round its loop (its ``rounds`` changed), whe
 connections are up, and whether the state file can be written. ``qbit-consumer healthcheck``
 reads it and exits 1 when the file is stale (the process is gone or its main loop is stuck),
 when a thread has not gone round its loop for too long (stuck in a call), when a broker
-connection has been down for too long, or when the state file cannot be written.
+connection has been down for longer than ``[service] unhealthy_after_seconds``, or when the
+state file cannot be written.
 
 Every duration is measured on ``time.monotonic()``: on Linux that clock is system-wide, so
 the healthcheck (another process) can compare with it, and a jump of the wall clock (NTP, a
@@ -43,8 +44,6 @@ log = logging.getLogger(__name__)
 WRITE_EVERY_SECONDS: Final = 2.0
 #: The file itself may be this old.
 FILE_STALE_SECONDS: Final = 30.0
-#: A broker connection may be down this long before the service counts as unhealthy.
-DISCONNECTED_SECONDS: Final = 90.0
 
 
 def health_path(cfg: Config) -> Path:
@@ -121,6 +120,25 @@ def _write_atomically(path: Path, text: str) -> None:
         raise
 
 
+def _broker_problem(report: dict[str, Any], now: float, limit: float) -> str | None:
+    """One sentence for the connections down longer than ``limit``: both down is RabbitMQ
+    unreachable, one alone is that connection's trouble."""
+    since = report.get("disconnected_since", {})
+    down = {
+        name: now - float(since[name])
+        for name in (CONSUMER, PUBLISHER)
+        if since.get(name) is not None and now - float(since[name]) > limit
+    }
+    if len(down) == 2:
+        return (
+            f"RabbitMQ has been unreachable for {min(down.values()):.0f} s "
+            f"(longer than {limit:g} s; both connections are down)"
+        )
+    for name, seconds in down.items():
+        return f"the {name}'s connection to RabbitMQ has been down for {seconds:.0f} s"
+    return None
+
+
 def check_health(cfg: Config, now: float | None = None) -> list[str]:
     """Problems found; an empty list means healthy. ``now`` is on ``time.monotonic()``."""
     now = time.monotonic() if now is None else now
@@ -148,13 +166,8 @@ def check_health(cfg: Config, now: float | None = None) -> list[str]:
         quiet = now - float(report.get("beats", {}).get(thread, 0))
         if quiet > limit:
             problems.append(f"the {thread} thread has been stuck for {quiet:.0f} s")
-    for connection in (CONSUMER, PUBLISHER):
-        since = report.get("disconnected_since", {}).get(connection)
-        if since is not None and now - float(since) > DISCONNECTED_SECONDS:
-            problems.append(
-                f"the {connection} has been disconnected from RabbitMQ for "
-                f"{now - float(since):.0f} s"
-            )
+    if broker := _broker_problem(report, now, cfg.service.unhealthy_after_seconds):
+        problems.append(broker)
     state = report.get("state_problem")
     if state is not None:
         problems.append(

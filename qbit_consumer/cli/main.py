@@ -1,30 +1,24 @@
-"""Command line: ``qbit-consumer run|check --config FILE``.
+"""Command line: parses the arguments and hands each command to the module that carries it out.
 
 Exit codes: 0 fine, 1 a service or a check failed, 2 the configuration is unusable.
+
+Imports are lazy on purpose: ``healthcheck`` runs every 30 s inside the container (Docker's
+HEALTHCHECK), so it must cost a NAS little; it needs the config and the health report, not
+pika, requests or qbittorrent-api, which only the commands that talk to a service import.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
-import logging
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
-from qbit_consumer.broker import Broker
+from qbit_consumer.cli.exits import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
 from qbit_consumer.config import Config, load_config
 from qbit_consumer.errors import ConfigError, InvalidCommand, QbitConsumerError
-from qbit_consumer.logs import setup_logging
-from qbit_consumer.qbit.client import QbitClient
-from qbit_consumer.qbit.login import LoginGate
-from qbit_consumer.redact import config_secrets, redact_url
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_CONFIG = 2
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -44,6 +38,12 @@ def _parser() -> argparse.ArgumentParser:
     command("check", "validate the config and reach RabbitMQ and qBittorrent")
     command("recover", "move a corrupt state file aside and rebuild it from history")
     command("healthcheck", "exit 0 while the running service is alive (Docker HEALTHCHECK)")
+    status = command(
+        "status",
+        "print the service's latest downloads.status message and its age; exit 1 when it is "
+        "older than three status intervals (or there is none)",
+    )
+    status.add_argument("--json", action="store_true", help="the message's body, unchanged")
     send = command(
         "send",
         "publish a command, checked first: MAGNET --category C or --torrent FILE --category C "
@@ -105,11 +105,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "healthcheck":
         return healthcheck(cfg)
     if args.command == "recover":
-        setup_logging(cfg.logging, config_secrets(cfg))
+        from qbit_consumer.cli.recover import recover
+
+        _setup_logging(cfg)
         return recover(cfg)
     for warning in cfg.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if args.command == "check":
+        from qbit_consumer.cli.check import check
+
         return check(cfg)
     try:
         return _operate(cfg, args)
@@ -124,11 +128,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(cfg: Config) -> int:
-    setup_logging(cfg.logging, config_secrets(cfg))
+    import logging
+
+    from qbit_consumer.errors import StateError
+    from qbit_consumer.service import run_service
+
+    _setup_logging(cfg)
     for warning in cfg.warnings:
         logging.getLogger("qbit_consumer").warning(warning)
-    from qbit_consumer.service import run_service
-    from qbit_consumer.tracking.state import StateError
 
     try:
         return run_service(cfg)
@@ -140,6 +147,10 @@ def _run(cfg: Config) -> int:
 def _operate(cfg: Config, args: argparse.Namespace) -> int:
     from qbit_consumer.cli import ops
 
+    if args.command == "status":
+        from qbit_consumer.cli.status import status
+
+        return status(cfg, as_json=args.json)
     if args.command == "send":
         try:
             routing_key, body = _command_of(args)
@@ -201,6 +212,8 @@ def _command_of(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
 
 
 def _history(cfg: Config, args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
     from qbit_consumer.cli.history import history
     from qbit_consumer.contract.magnet import info_hash_keys
     from qbit_consumer.history.trail import parse_when
@@ -232,92 +245,21 @@ def _history(cfg: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def recover(cfg: Config) -> int:
-    """Move a corrupt state file aside (never delete it) and rebuild the tracked set from the
-    history stream and qBittorrent, as a start without a state file does."""
-    from qbit_consumer.errors import BrokerUnavailable, HistoryUnavailable, StateCorrupt, StateError
-    from qbit_consumer.service import Service, absent_or_empty
-    from qbit_consumer.tracking.lock import StateLock
-    from qbit_consumer.tracking.state import State
-
-    if not cfg.history.enabled:
-        print(
-            "qbit-consumer: history is disabled ([history] enabled = false): there is nothing "
-            "to rebuild the state file from",
-            file=sys.stderr,
-        )
-        return EXIT_FAILURE
-    path = cfg.state.path
-    try:
-        lock = StateLock(path)  # a running service holds it: refuse
-        try:
-            if not absent_or_empty(path):
-                try:
-                    State(path).close()
-                    print(f"{path} is fine: nothing to recover")
-                    return EXIT_OK
-                except StateCorrupt:
-                    aside = _move_aside(path)
-                    print(f"moved the corrupt state file to {aside}")
-        finally:
-            lock.release()
-        service = Service(cfg)
-        tracked = service.rebuild_now()
-    except (StateError, BrokerUnavailable, HistoryUnavailable) as exc:
-        print(f"qbit-consumer: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
-    print(f"rebuilt {path}: {tracked} tracked downloads; start the service with `run`")
-    return EXIT_OK
-
-
-def _move_aside(path: Path) -> Path:
-    """``path`` and its SQLite companions renamed with a time stamp; the name it went to."""
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
-    for suffix in ("", "-wal", "-shm"):
-        source = path.with_name(path.name + suffix)
-        if source.exists():
-            source.rename(aside.with_name(aside.name + suffix))
-    return aside
-
-
-def check(cfg: Config) -> int:
-    """Reach both services once; print one line each; 0 when both answered."""
-    ok = True
-    broker = Broker(cfg.rabbitmq.url, role="check")
-    try:
-        broker.connect()
-        print(f"RabbitMQ    ok      {redact_url(cfg.rabbitmq.url)}")
-    except QbitConsumerError as exc:
-        print(f"RabbitMQ    FAILED  {exc}")
-        ok = False
-    finally:
-        broker.close()
-    qbit = QbitClient(cfg.qbittorrent, LoginGate())
-    try:
-        app, api = qbit.version()
-        auth = "API key" if cfg.qbittorrent.api_key else f"user {cfg.qbittorrent.username!r}"
-        print(
-            f"qBittorrent ok      {redact_url(cfg.qbittorrent.url)} ({app}, Web API {api}, {auth})"
-        )
-    except QbitConsumerError as exc:
-        print(f"qBittorrent FAILED  {exc}")
-        ok = False
-    finally:
-        qbit.close()
-    print(f"config      ok      {cfg.source} ({len(cfg.categories)} categories)")
-    return EXIT_OK if ok else EXIT_FAILURE
-
-
 def healthcheck(cfg: Config) -> int:
+    """One line, always: Docker and podman keep the probe's output in the container's health
+    log, where one sentence that says why is what a person needs."""
     from qbit_consumer.health import check_health
 
     problems = check_health(cfg)
-    for problem in problems:
-        print(f"unhealthy: {problem}")
-    if not problems:
-        print("healthy")
+    print(f"unhealthy: {'; '.join(problems)}" if problems else "healthy")
     return EXIT_FAILURE if problems else EXIT_OK
+
+
+def _setup_logging(cfg: Config) -> None:
+    from qbit_consumer.logs import setup_logging
+    from qbit_consumer.redact import config_secrets
+
+    setup_logging(cfg.logging, config_secrets(cfg))
 
 
 if __name__ == "__main__":  # pragma: no cover

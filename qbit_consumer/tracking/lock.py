@@ -12,7 +12,8 @@ import fcntl
 import os
 from pathlib import Path
 
-from qbit_consumer.tracking.state import StateError
+from qbit_consumer.errors import StateError
+from qbit_consumer.tracking.access import first_existing, refusal
 
 
 class StateLock:
@@ -29,9 +30,14 @@ class StateLock:
         self.path = state_path.with_name(state_path.name + ".lock")
         try:
             state_path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StateError(refusal(first_existing(state_path.parent), exc)) from None
+        try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
-            raise StateError(f"{self.path}: cannot open the lock file ({exc.strerror})") from None
+            # The folder refused the new file, or the file is someone else's: name which.
+            where = self.path if self.path.exists() else state_path.parent
+            raise StateError(refusal(where, exc)) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

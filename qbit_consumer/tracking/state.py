@@ -24,6 +24,7 @@ One process per state file: ``lock.StateLock``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import sqlite3
@@ -38,6 +39,7 @@ import attrs
 from qbit_consumer.contract.events import Envelope
 from qbit_consumer.errors import StateCorrupt, StateError, StateUnavailable
 from qbit_consumer.model import Download, compact
+from qbit_consumer.tracking.access import refusal
 from qbit_consumer.tracking.migrations import SCHEMA_VERSION, migrate, transaction
 
 log = logging.getLogger(__name__)
@@ -70,6 +72,7 @@ class State:
         self._identity: tuple[int, int] | None = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            _refuse_unwritable(path)
             _warn_if_empty(path)
             db = self._connect()
             version = db.execute("PRAGMA user_version").fetchone()[0]
@@ -290,3 +293,12 @@ def _row(download: Download) -> tuple[Any, ...]:
 def _event_row(event: Envelope) -> tuple[Any, ...]:
     assert event.seq is not None, "only numbered (lifecycle) events go to the outbox"
     return tuple(getattr(event, name) for name in _EVENT_FIELDS)
+
+
+def _refuse_unwritable(path: Path) -> None:
+    """SQLite opens a file it may not write read-only, without a word, and the first write
+    then says "attempt to write a readonly database": a file (or folder, for the WAL) that
+    belongs to another uid is named, with the fix, before that."""
+    for where in (path, path.parent):
+        if where.exists() and not os.access(where, os.W_OK):
+            raise StateError(refusal(where, PermissionError(errno.EACCES, "Permission denied")))

@@ -16,7 +16,6 @@ import pytest
 
 from qbit_consumer.config import Config, load_config
 from qbit_consumer.health import (
-    DISCONNECTED_SECONDS,
     FILE_STALE_SECONDS,
     HealthFile,
     check_health,
@@ -105,13 +104,35 @@ def test_a_thread_is_stuck_once_its_loop_has_not_gone_round_for_longer_than_its_
 
 @pytest.mark.parametrize("connection", [CONSUMER, PUBLISHER])
 def test_a_broker_connection_down_for_longer_than_its_limit_is_unhealthy(cfg, connection):
+    limit = cfg.service.unhealthy_after_seconds
     down = {CONSUMER: None, PUBLISHER: None}
-    write(cfg, disconnected_since={**down, connection: NOW - DISCONNECTED_SECONDS})
+    write(cfg, disconnected_since={**down, connection: NOW - limit})
     assert check_health(cfg, now=NOW) == []  # a broker restart, not yet a problem
-    write(cfg, disconnected_since={**down, connection: NOW - DISCONNECTED_SECONDS - 1})
+    write(cfg, disconnected_since={**down, connection: NOW - limit - 1})
     assert check_health(cfg, now=NOW) == [
-        f"the {connection} has been disconnected from RabbitMQ for {DISCONNECTED_SECONDS + 1:.0f} s"
+        f"the {connection}'s connection to RabbitMQ has been down for {limit + 1:.0f} s"
     ]
+
+
+def test_both_connections_down_past_the_configured_limit_is_one_sentence_rabbitmq_unreachable(
+    tmp_path,
+):
+    cfg = load_config(
+        write_ini(
+            tmp_path / "c.ini",
+            {"state": {"path": tmp_path / "s.sqlite3"}, "service": {"unhealthy_after_seconds": 5}},
+        ),
+        environ={},
+    )
+    try:
+        write(cfg, disconnected_since={CONSUMER: NOW - 5, PUBLISHER: NOW - 4})
+        assert check_health(cfg, now=NOW) == []
+        write(cfg, disconnected_since={CONSUMER: NOW - 7, PUBLISHER: NOW - 6})
+        assert check_health(cfg, now=NOW) == [
+            "RabbitMQ has been unreachable for 6 s (longer than 5 s; both connections are down)"
+        ]
+    finally:
+        HealthFile(cfg).remove()
 
 
 def test_a_state_file_that_cannot_be_written_is_unhealthy(cfg):
