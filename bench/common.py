@@ -90,6 +90,7 @@ class ServiceProcess:
                 "command_exchange": self.names.command_exchange,
                 "command_queue": self.names.command_queue,
                 "event_exchange": self.names.event_exchange,
+                "status_queue": self.names.status_queue,
             },
             "qbittorrent": {"url": qbit.url, "password": qbit.password},
             "categories": {"movies": "", "tv": ""},

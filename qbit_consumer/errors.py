@@ -93,6 +93,11 @@ class HistoryUnavailable(QbitConsumerError):
     user sees."""
 
 
+class QueueMissing(QbitConsumerError):
+    """A queue an operator command reads does not exist (the service never declared it on this
+    broker and vhost, or someone deleted it). The message names the queue."""
+
+
 class ShuttingDown(QbitConsumerError):
     """The service is stopping while a command waits for qBittorrent: the call is abandoned and
     the command stays unacked, so RabbitMQ hands it out again (SIGTERM must end the process

@@ -219,13 +219,19 @@ PENDING_REMOVE_FILES: Final = "remove+files"
 
 class Reachability:
     """Whether qBittorrent answers, as the poller last found; the consumer takes commands only
-    while it does. Safe from any thread."""
+    while it does. Safe from any thread. ``since`` (wall-clock seconds) is when that last
+    changed, ``version`` what qBittorrent called itself the last time it was asked: both only
+    for the status message."""
 
     def __init__(self) -> None:
         self.known = threading.Event()  # set after the first poll, good or bad
         self._up = threading.Event()
+        self.since: float | None = None
+        self.version: str | None = None
 
     def set(self, up: bool) -> None:
+        if not self.known.is_set() or up != self._up.is_set():
+            self.since = time.time()
         (self._up.set if up else self._up.clear)()
         self.known.set()
 

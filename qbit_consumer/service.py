@@ -17,7 +17,8 @@ bounded so the whole stays inside the 10 s of the contract:
 
 The main thread also looks after the state file every ``WRITE_EVERY_SECONDS`` (a deleted file,
 a disk that can be written again: ``Registry.maintain``), just before it writes the health
-file: both are cheap local work, and the main thread does no network I/O.
+file, and hands the publisher a status message when one is due (``status``): all cheap local
+work; the main thread does no network I/O.
 
 A thread that ends while nobody asked it to is a failure: the service stops the others and
 exits 1, so Docker's restart policy brings it back.
@@ -38,10 +39,12 @@ import attrs
 
 from qbit_consumer.commands.consumer import ConsumerThread
 from qbit_consumer.config import Config
+from qbit_consumer.counters import Counters
 from qbit_consumer.errors import StateError
 from qbit_consumer.health import WRITE_EVERY_SECONDS, HealthFile
 from qbit_consumer.qbit import LoginGate
 from qbit_consumer.rebuilding import Rebuilding
+from qbit_consumer.status import StatusReport
 from qbit_consumer.threads import CONSUMER, PUBLISHER
 from qbit_consumer.tracking.lock import StateLock
 from qbit_consumer.tracking.outbox import PublishQueue
@@ -77,6 +80,7 @@ class Service:
             raise
         self.queue = PublishQueue()
         self.registry = Registry(self.state, self.queue)
+        self.counters = Counters()
         gate = LoginGate()
         self._gate = gate  # its shut_reason() goes into the health report
         self._rebuilding = Rebuilding(
@@ -89,8 +93,18 @@ class Service:
             tracked=self.registry,
             qbit=self.poller.qbit,
             blocked=self._state_blocked,
+            counters=self.counters,
         )
-        self.publisher = PublisherThread(cfg, self.queue, self.registry.event_published)
+        self.publisher = PublisherThread(
+            cfg, self.queue, self.registry.event_published, self.counters
+        )
+        self.status = StatusReport(
+            cfg,
+            self.counters,
+            counts=self.registry.status_counts,
+            qbit=self.poller.qbit,
+            last_poll=lambda: self.poller.last_poll,
+        )
         self._threads = (self.consumer, self.poller, self.publisher)
         self._health = HealthFile(cfg)
         self._disconnected_since: dict[str, float | None] = {CONSUMER: None, PUBLISHER: None}
@@ -142,6 +156,8 @@ class Service:
         """Block until a stop is requested or a thread dies; stop everything; exit code."""
         next_report = 0.0
         while not self._stop_requested.wait(0.2):
+            if self.status.due(time.monotonic()):
+                self.queue.put_status(self.status.build().envelope())
             if time.monotonic() >= next_report:
                 self.registry.maintain()
                 self._report_health()

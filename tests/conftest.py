@@ -198,11 +198,14 @@ def make_config(amqp_url: str, names: TestNames, tmp_path: Path) -> Callable[...
 
     def make(qbit: QbitProcess | None, **sections: dict[str, Any]) -> Config:
         values: dict[str, dict[str, Any]] = {
+            # No status messages unless a test asks: they would join every event it collects.
+            "service": {"status_interval_seconds": 0},
             "rabbitmq": {
                 "url": amqp_url,
                 "command_exchange": names.command_exchange,
                 "command_queue": names.command_queue,
                 "event_exchange": names.event_exchange,
+                "status_queue": names.status_queue,
                 "retry_delay_seconds": 1,
             },
             "qbittorrent": {

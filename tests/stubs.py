@@ -340,6 +340,10 @@ class FakeQbit:
     def ping(self) -> None:
         self._call("ping")
 
+    def version(self) -> tuple[str, str]:
+        self._call("version")
+        return "v5.3.0", "2.16.0"
+
     def torrents(self, ids: Iterable[str]) -> list[Torrent]:
         """Like ``torrents/info?hashes=``: matches torrent ids only, and the real client asks
         nothing when no id is 40 characters long."""

@@ -7,11 +7,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+import pika.exceptions
+
 from qbit_consumer.broker.confirms import Sent
 from qbit_consumer.broker.connection import CONSUME_TICK_SECONDS, Broker
 from qbit_consumer.broker.messages import Delivery, Outgoing, delivery_from
 from qbit_consumer.broker.params import AMQP_ERRORS, describe
-from qbit_consumer.errors import BrokerUnavailable
+from qbit_consumer.errors import BrokerUnavailable, QueueMissing
 
 
 class OperatorBroker(Broker):
@@ -42,12 +44,17 @@ class OperatorBroker(Broker):
         return sent.routed
 
     def get(self, queue: str) -> Delivery | None:
-        """Take one message from ``queue`` without acking it (None when the queue is empty)."""
+        """Take one message from ``queue`` without acking it (None when the queue is empty).
+
+        :raises QueueMissing: there is no such queue.
+        """
         channel = self._require_channel()
         try:
             method, properties, body = channel.basic_get(queue, auto_ack=False)
         except AMQP_ERRORS as exc:
             self.close()
+            if isinstance(exc, pika.exceptions.ChannelClosedByBroker) and exc.reply_code == 404:
+                raise QueueMissing(f"queue '{queue}' does not exist") from exc
             raise BrokerUnavailable(f"reading '{queue}' failed: {describe(exc)}") from exc
         if method is None:
             return None

@@ -17,6 +17,7 @@ import attrs
 
 from qbit_consumer.config import Config, HistoryConfig
 from qbit_consumer.contract.events import EVENT_TYPES, Progress
+from qbit_consumer.contract.status import STATUS_EVENT
 
 #: A quorum queue dead-letters a message redelivered this many times (a crash loop on one
 #: message). RabbitMQ 3.10 has no default limit, so without this a poison message that kills
@@ -112,12 +113,13 @@ def build_topology(config: Config, command_keys: tuple[str, ...]) -> Topology:
 
 
 def build_event_topology(config: Config) -> Topology:
-    """What events need: the event exchange, the platform's binding to it, and the history
-    stream with its bindings. The publisher declares this much itself, so events flow (and
-    reach the platform and the audit trail) even while the consumer is away, and after the
-    exchange was deleted and came back without its bindings."""
+    """What events need: the event exchange, the platform's binding to it, the status queue,
+    and the history stream with its bindings. The publisher declares this much itself, so
+    events flow (and reach the platform and the audit trail) even while the consumer is away,
+    and after the exchange was deleted and came back without its bindings."""
     cfg = config.rabbitmq
     history = history_topology(config.history, cfg.event_exchange)
+    status = status_queue(cfg.status_queue)
     exchanges = [ExchangeSpec(cfg.event_exchange)]
     exchange_bindings: list[ExchangeBinding] = []
     if cfg.platform_exchange:
@@ -128,10 +130,25 @@ def build_event_topology(config: Config) -> Topology:
         ]
     return Topology(
         exchanges=tuple(exchanges),
-        queues=history.queues,
-        queue_bindings=history.queue_bindings,
+        queues=(status, *history.queues),
+        queue_bindings=(
+            QueueBinding(cfg.status_queue, cfg.event_exchange, STATUS_EVENT),
+            *history.queue_bindings,
+        ),
         exchange_bindings=tuple(exchange_bindings),
     )
+
+
+def status_queue(name: str) -> QueueSpec:
+    """The last-value queue of ``downloads.status`` (CONTRACT section 11): one message, the
+    newest, for anyone to read in the management UI or with ``qbit-consumer status``.
+
+    A classic queue whatever ``queue_type`` says: a classic queue's length limit counts only
+    ready messages, so a status that arrives while a reader holds the last one unacked is
+    kept and the held one dropped once it is given back. A quorum queue counts the held one
+    and drops the newer instead (seen on RabbitMQ 3.10), so a reader could leave it stale.
+    """
+    return QueueSpec(name, {"x-max-length": 1, "x-overflow": "drop-head"})
 
 
 #: The routing keys of the audit trail: every event's but progress (which says nothing that

@@ -21,6 +21,7 @@ from qbit_consumer.config import Config
 from qbit_consumer.contract.events import MAGNET, TORRENT, Added, Received
 from qbit_consumer.contract.magnet import Magnet, parse_magnet
 from qbit_consumer.contract.messages import MAX_BODY_BYTES, CommandContext, structure_fields
+from qbit_consumer.contract.status import ADDED, DUPLICATE
 from qbit_consumer.contract.structure import short_repr
 from qbit_consumer.contract.torrentfile import TorrentFile, base64_length, parse_torrent
 from qbit_consumer.errors import INVALID_CATEGORY, INVALID_MESSAGE, TOO_LARGE, InvalidCommand
@@ -144,6 +145,7 @@ def _done(command: AddCommand, result: AddResult) -> Done:
     )
     return Done(
         events=(added,),
+        outcome=DUPLICATE if result.duplicate else ADDED,
         track=(download,),
         log_line=f"added {torrent.name}{' (already in qBittorrent)' if result.duplicate else ''}",
         log_fields={"duplicate": result.duplicate},

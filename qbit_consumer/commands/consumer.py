@@ -31,6 +31,7 @@ from qbit_consumer.commands.poison import PoisonGuard, marker_path
 from qbit_consumer.commands.table import COMMANDS
 from qbit_consumer.commands.tracked import Tracked
 from qbit_consumer.config import Config
+from qbit_consumer.counters import Counters
 from qbit_consumer.errors import ShuttingDown
 from qbit_consumer.model import Reachability
 from qbit_consumer.qbit import LoginGate, QbitClient
@@ -56,15 +57,17 @@ class ConsumerThread(ServiceThread):
         tracked: Tracked,
         qbit: Reachability,
         blocked: Callable[[], str | None],
+        counters: Counters,
     ) -> None:
         """``tracked`` is where a batch's changes are recorded, before its acks; ``qbit`` is whether
         the poller finds qBittorrent answering; ``blocked()`` says why else commands must wait
-        in their queue now (None: take them)."""
+        in their queue now (None: take them); ``counters`` counts what became of them."""
         super().__init__(CONSUMER)
         self._cfg = cfg
         self._qbit_status = qbit
         self._blocked = blocked
         self._tracked = tracked
+        self._counters = counters
         self.connected = threading.Event()
         self._qbit = QbitWorker(lambda: QbitClient(cfg.qbittorrent, gate))
         self._guard = PoisonGuard(marker_path(cfg.state.path))
@@ -125,6 +128,7 @@ class ConsumerThread(ServiceThread):
             guard=self._guard,
             stopping=self._stopping.is_set,
             tracked=self._tracked,
+            counters=self._counters,
         )
         self.connected.set()
         self._mention_the_old_queue(broker)

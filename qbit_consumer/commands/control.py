@@ -26,6 +26,8 @@ from qbit_consumer.config import Config
 from qbit_consumer.contract.events import BY_COMMAND, BY_EXTERNAL, Event, Paused, Removed, Resumed
 from qbit_consumer.contract.magnet import info_hash_keys
 from qbit_consumer.contract.messages import MANAGED_TAG, CommandContext, structure_fields
+from qbit_consumer.contract.status import PAUSED as PAUSED_OUTCOME
+from qbit_consumer.contract.status import REMOVED, RESUMED, UNCHANGED
 from qbit_consumer.errors import (
     INVALID_MESSAGE,
     NOT_FOUND,
@@ -49,6 +51,8 @@ from qbit_consumer.qbit import QbitClient
 REMOVE: Final = "downloads.remove"
 PAUSE: Final = "downloads.pause"
 RESUME: Final = "downloads.resume"
+#: What each command counts as in the status message when it changed something.
+_OUTCOMES: Final = {REMOVE: REMOVED, PAUSE: PAUSED_OUTCOME, RESUME: RESUMED}
 #: After a pause or a resume, how long to wait for qBittorrent to list the new state.
 SETTLE_SECONDS: Final = 2.0
 
@@ -137,12 +141,16 @@ def _absent(command: ControlCommand, download: Download | None, tracked: BatchVi
     it was its doing, from ``pending``, after a crash), and one reported before is a repeat."""
     if download is not None:
         if command.routing_key == REMOVE:
-            return Done(events=(), log_line=f"remove: {command.given} is gone already")
+            return Done(
+                events=(), outcome=UNCHANGED, log_line=f"remove: {command.given} is gone already"
+            )
         detail = f"qBittorrent no longer holds {command.given}; its removal will be reported"
         return InvalidCommand(NOT_FOUND, detail)
     removed_before = tracked.was_tracked(command.keys)  # one look at the state file
     if command.routing_key == REMOVE and removed_before:
-        return Done(events=(), log_line=f"remove: {command.given} is gone already")
+        return Done(
+            events=(), outcome=UNCHANGED, log_line=f"remove: {command.given} is gone already"
+        )
     detail = f"qBittorrent holds no torrent {command.given}"
     if not removed_before:
         detail += ", and this service never tracked one"
@@ -194,7 +202,11 @@ def _switch(
     pending = PENDING_PAUSE if stop else PENDING_RESUME
     if (torrent.state in PAUSED) == stop:
         if download is None or download.paused == stop:
-            return Done(events=(), log_line=f"{'paused' if stop else 'running'} already")
+            return Done(
+                events=(),
+                outcome=UNCHANGED,
+                log_line=f"{'paused' if stop else 'running'} already",
+            )
         by = BY_COMMAND if download.pending == pending else BY_EXTERNAL
         return _switched(command, torrent, download, stop=stop, by=by)
     failed = _ask(
@@ -288,6 +300,7 @@ def _done(
 ) -> Done:
     return Done(
         events=events,
+        outcome=_OUTCOMES[command.routing_key],
         update=updated,
         end=ended,
         log_line=f"{command.routing_key.removeprefix('downloads.')}: {command.given} {line}",

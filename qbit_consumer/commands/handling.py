@@ -47,6 +47,7 @@ from qbit_consumer.commands.table import CommandKind, command_name, parse_comman
 from qbit_consumer.commands.tracked import BatchView, Tracked
 from qbit_consumer.config import Config
 from qbit_consumer.contract.messages import CommandContext
+from qbit_consumer.counters import Counters
 from qbit_consumer.errors import (
     INVALID_MESSAGE,
     RETRIES_EXHAUSTED,
@@ -83,13 +84,15 @@ class CommandHandler:
         guard: PoisonGuard,
         stopping: Callable[[], bool],
         tracked: Tracked,
+        counters: Counters,
     ) -> None:
-        """``tracked``: the registry, where a batch's changes are recorded before its acks."""
+        """``tracked``: the registry, where a batch's changes are recorded before its acks;
+        ``counters``: where each command's outcome is counted once it is acked."""
         self._cfg = cfg
         self._broker = broker
         self._run_qbit = run_qbit
         self._declarations = declarations
-        self._settler = Settler(cfg, broker, declarations)
+        self._settler = Settler(cfg, broker, declarations, counters)
         self._guard = guard
         self._stopping = stopping
         self._tracked = tracked

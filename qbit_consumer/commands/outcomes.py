@@ -26,9 +26,11 @@ COMMAND_HEADER: Final = "x-command"
 class Done:
     """A command carried out: the events that report it (confirmed before the ack), what it
     changes in the tracked set (recorded before the ack: downloads to track from now on,
-    tracked ones changed, tracked ones no more), and its log line."""
+    tracked ones changed, tracked ones no more), what it counts as in the status message
+    (``contract.status.COMMAND_OUTCOMES``), and its log line."""
 
     events: tuple[Event, ...]
+    outcome: str
     track: tuple[Download, ...] = ()
     update: tuple[Download, ...] = ()
     end: tuple[Download, ...] = ()

@@ -27,6 +27,8 @@ from qbit_consumer.commands.table import CommandKind
 from qbit_consumer.config import Config
 from qbit_consumer.contract.events import Envelope, Event
 from qbit_consumer.contract.messages import CommandContext
+from qbit_consumer.contract.status import DEAD_LETTERED, RETRIED
+from qbit_consumer.counters import Counters
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +62,11 @@ class Settler:
     """The broker side of a batch, on the consumer thread: events, copies, confirms, holds
     and acks."""
 
-    def __init__(self, cfg: Config, broker: Broker, declarations: Declarations) -> None:
+    def __init__(
+        self, cfg: Config, broker: Broker, declarations: Declarations, counters: Counters
+    ) -> None:
         self._cfg = cfg
+        self._counters = counters
         self._broker = broker
         self._declarations = declarations
         # What the batch in hand has published, and for which command.
@@ -113,14 +118,25 @@ class Settler:
     def ack(self, done: list[Taken], *, whole_batch: bool = True) -> None:
         """Deliveries are taken in order, so when nothing is held and the whole batch is done
         it is exactly what is unacked up to its last delivery: one ack for all. Otherwise one
-        ack each."""
+        ack each. Then each counts for the status message: settled for good."""
         if not done:
             return
         if whole_batch and not self._held:
             self._broker.ack(done[-1].delivery, and_earlier=True)
-            return
-        for item in done:
-            self._broker.ack(item.delivery)
+        else:
+            for item in done:
+                self._broker.ack(item.delivery)
+        self._counters.commands(self._outcome(item) for item in done)
+        self._counters.events(
+            sent.routing_key for item in done for sent in item.events if _confirmed(sent)
+        )
+
+    def _outcome(self, item: Taken) -> str:
+        if item.copy is not None:
+            dead = item.copy.queue == self._cfg.rabbitmq.dead_letter_queue
+            return DEAD_LETTERED if dead else RETRIED
+        assert item.done is not None, "an acked command was carried out or copied"
+        return item.done.outcome
 
     def _hold(self, refused: list[Taken], nacked: bool) -> None:
         """Refused copies keep their commands unacked. A nack starts (or lengthens) a pause;
@@ -155,7 +171,11 @@ class Settler:
 
 
 def _safe(sent: Sent) -> bool:
-    return sent.confirmed and not sent.nacked and sent.routed
+    return _confirmed(sent) and sent.routed
+
+
+def _confirmed(sent: Sent) -> bool:
+    return sent.confirmed and not sent.nacked
 
 
 def log_fields(item: Taken) -> dict[str, Any]:

@@ -111,7 +111,9 @@ def json_type(value: Any) -> str:
     return "number" if isinstance(value, int | float) else type(value).__name__
 
 
-def _strict_converter() -> cattrs.Converter:
+def strict_converter() -> cattrs.Converter:
+    """A converter that takes JSON's types as they are: no string from a number, no
+    boolean from a string; unknown fields are ignored."""
     conv = cattrs.Converter(forbid_extra_keys=False)  # unknown fields are ignored (CONTRACT)
 
     def strict_str(value: Any, _: type) -> str:
@@ -138,7 +140,7 @@ def _strict_converter() -> cattrs.Converter:
     return conv
 
 
-_CONVERTER: Final = _strict_converter()
+_CONVERTER: Final = strict_converter()
 
 
 def _encodable(data: Any) -> bool:

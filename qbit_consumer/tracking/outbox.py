@@ -28,6 +28,8 @@ class PublishQueue:
         # The progress item of each download that is still waiting and has no lifecycle event
         # queued behind it: a newer progress event may replace it in place.
         self._open_progress: dict[str, Envelope] = {}
+        # The status message waiting, if any: only the newest is worth sending.
+        self._status: Envelope | None = None
         self._waker: Callable[[], None] | None = None
 
     def __len__(self) -> int:
@@ -58,6 +60,17 @@ class PublishQueue:
                     self._items.append(item)
         self.wake()
 
+    def put_status(self, item: Envelope) -> None:
+        """The service's status: it replaces one still waiting (a broker away for an hour
+        leaves one status in memory, not sixty, and the one that goes out is the newest)."""
+        with self._lock:
+            if self._status is not None:
+                self._status.body, self._status.event_id = item.body, item.event_id
+            else:
+                self._status = item
+                self._items.append(item)
+        self.wake()
+
     def take(self, limit: int = 1) -> list[Envelope]:
         """Up to ``limit`` items from the head, oldest first."""
         with self._lock:
@@ -66,6 +79,8 @@ class PublishQueue:
                 item = self._items.popleft()
                 if item.hash is not None and self._open_progress.get(item.hash) is item:
                     del self._open_progress[item.hash]
+                elif item is self._status:
+                    self._status = None
                 taken.append(item)
             return taken
 

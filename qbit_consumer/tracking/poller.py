@@ -38,7 +38,7 @@ import attrs
 
 from qbit_consumer.config import Config
 from qbit_consumer.contract.events import Envelope, Event, PollingFailed, PollingRecovered, rfc3339
-from qbit_consumer.errors import TransientError
+from qbit_consumer.errors import QbitConsumerError, TransientError
 from qbit_consumer.model import Download, Reachability, Torrent, find, index_torrents
 from qbit_consumer.qbit import LoginGate, QbitClient
 from qbit_consumer.threads import POLLER, ServiceThread
@@ -93,6 +93,9 @@ class PollerThread(ServiceThread):
         self._last_persist = -math.inf  # the first cycle writes everything
         #: Whether polls work; the consumer takes commands only while they do.
         self.qbit = Reachability()
+        self._version_due = True  # qBittorrent's version is asked after each outage
+        #: When the last cycle began (wall clock) and how long it took: the status message's.
+        self.last_poll: tuple[float, float] | None = None
         self._client: QbitClient | None = None
 
     def work(self) -> None:
@@ -111,7 +114,7 @@ class PollerThread(ServiceThread):
             self._client.close()
 
     def poll_once(self, qbit: QbitClient) -> None:
-        now = time.monotonic()
+        now, began = time.monotonic(), time.time()
         persist_all = now - self._last_persist >= PERSIST_PROGRESS_SECONDS
         try:
             self._poll(qbit, now, persist_all)
@@ -120,8 +123,21 @@ class PollerThread(ServiceThread):
             self._vanishing.failed()
             self._on_failure(exc, now)
             return
+        finally:
+            self.last_poll = (began, time.monotonic() - now)
         if persist_all:
             self._last_persist = now
+        if self._version_due:
+            self._learn_version(qbit)
+
+    def _learn_version(self, qbit: QbitClient) -> None:
+        """One cheap call after qBittorrent answers again (it may have been upgraded
+        meanwhile); a failure leaves it due, and the next poll notices the outage."""
+        try:
+            self.qbit.version, _ = qbit.version()
+        except QbitConsumerError:
+            return
+        self._version_due = False
 
     # -- one look at qBittorrent -------------------------------------------------------------
 
@@ -263,6 +279,7 @@ class PollerThread(ServiceThread):
 
     def _on_failure(self, exc: TransientError, now: float) -> None:
         self.qbit.set(up=False)
+        self._version_due = True
         self._failures += 1
         if self._outage_since is None:
             self._outage_since = now

@@ -20,6 +20,8 @@ from qbit_consumer.broker.reconnect import Declarations, Refusals, stay_connecte
 from qbit_consumer.broker.topology import build_event_topology
 from qbit_consumer.config import Config
 from qbit_consumer.contract.events import Envelope
+from qbit_consumer.contract.status import STATUS_EVENT
+from qbit_consumer.counters import Counters
 from qbit_consumer.errors import BrokerUnavailable
 from qbit_consumer.threads import PUBLISHER, ServiceThread
 from qbit_consumer.tracking.outbox import PublishQueue
@@ -39,12 +41,19 @@ class PublisherThread(ServiceThread):
     """
 
     def __init__(
-        self, cfg: Config, queue: PublishQueue, on_published: Callable[[int], None]
+        self,
+        cfg: Config,
+        queue: PublishQueue,
+        on_published: Callable[[int], None],
+        counters: Counters,
     ) -> None:
+        """``on_published(seq)``: a stored (lifecycle) event was confirmed; ``counters``
+        counts every confirmed event by name, for the status message."""
         super().__init__(PUBLISHER)
         self._cfg = cfg
         self._queue = queue
         self._on_published = on_published
+        self._counters = counters
         self._flush_deadline = float("inf")
         self.connected = threading.Event()
         self._refusals = Refusals()
@@ -138,7 +147,11 @@ class PublisherThread(ServiceThread):
 
     def _done_with(self, published: list[tuple[Envelope, Sent]], exchange: str) -> None:
         """Lifecycle events the broker confirmed leave the outbox; an unrouted progress event
-        is not worth a warning (the next cycle brings another)."""
+        is not worth a warning (the next cycle brings another). The status message does not
+        count itself."""
+        self._counters.events(
+            event.routing_key for event, _ in published if event.routing_key != STATUS_EVENT
+        )
         for event, sent in published:
             if event.seq is None:
                 continue

@@ -71,6 +71,14 @@ class Registry:
         with self._lock:
             return len(self._downloads)
 
+    def status_counts(self) -> tuple[int, int, int]:
+        """For the status message: (downloads tracked, of them not complete yet, lifecycle
+        events not confirmed by the broker yet). A walk of the tracked set once a status
+        interval: 10,000 downloads take about a millisecond."""
+        with self._lock:
+            active = sum(1 for d in self._downloads.values() if d.stage == "active")
+            return len(self._downloads), active, len(self._unconfirmed)
+
     def restore_outbox(self) -> int:
         """Queue the events a previous run stored but did not see confirmed (same event_id)."""
         with self._lock:

@@ -18,6 +18,7 @@ from qbit_consumer.commands.handling import CommandHandler
 from qbit_consumer.commands.poison import PoisonGuard
 from qbit_consumer.commands.table import COMMANDS
 from qbit_consumer.config import Config, RabbitmqConfig
+from qbit_consumer.counters import Counters
 from qbit_consumer.errors import (
     QBITTORRENT_REJECTED,
     BrokerUnavailable,
@@ -54,6 +55,7 @@ class Bridge:
     broker: StubBroker = attrs.Factory(StubBroker)
     qbit: FakeQbit = attrs.Factory(FakeQbit)
     recorded: list[Download] = attrs.Factory(list)
+    counters: Counters = attrs.Factory(Counters)
     #: How many more times ``record`` fails as if the state file could not be written.
     unwritable: int = 0
     stopping: bool = False
@@ -94,6 +96,7 @@ def make_bridge(tmp_path: Path, cfg: Config | None = None) -> Bridge:
         guard=PoisonGuard(tmp_path / "in-hand"),
         stopping=lambda: bridge.stopping,
         tracked=bridge,
+        counters=bridge.counters,
     )
     return bridge
 
@@ -368,6 +371,33 @@ def test_each_command_of_a_batch_gets_its_own_outcome_and_one_ack_covers_the_bat
     assert [c.routing_key for c in bridge.broker.copies] == [DLQ]
     assert sorted(d.hash for d in bridge.recorded) == sorted([H1, H2])
     assert bridge.broker.acks == [(last.delivery_tag, True)]
+
+
+def test_each_acked_command_counts_once_by_outcome_with_its_confirmed_events(bridge):
+    first, bad, last = batch_of_three()
+    bridge.handler.handle_batch([first, bad, last])
+    bridge.qbit.fail(TransientError("qBittorrent answered 503"), method="add_magnet")
+    bridge.handler.handle_batch([delivery(add(H3))])
+    bridge.handler.handle_batch([delivery(add(H1))])  # qBittorrent has it: a duplicate
+
+    commands, events = bridge.counters.snapshot()
+    assert commands == {"added": 2, "dead_lettered": 1, "retried": 1, "duplicate": 1}
+    assert events == {
+        "downloads.received": 4,  # not for the body that is no object
+        "downloads.added": 3,
+        "downloads.failed": 1,
+    }
+
+
+def test_a_held_command_counts_only_once_it_is_acked(bridge, monkeypatch):
+    bridge.broker.refused.add(DLQ)
+    bridge.handler.handle_batch([delivery(b"{not json")])
+    assert bridge.counters.snapshot() == ({}, {})
+    bridge.broker.refused.clear()
+    monkeypatch.setattr(reconnect, "time", Clock(monotonic=time.monotonic() + 3600))
+    bridge.handler.tend()
+
+    assert bridge.counters.snapshot() == ({"dead_lettered": 1}, {"downloads.failed": 1})
 
 
 def test_with_a_command_held_the_others_of_the_batch_are_acked_one_by_one(bridge):

@@ -17,6 +17,7 @@ from qbit_consumer.commands.poison import PoisonGuard
 from qbit_consumer.commands.table import COMMANDS
 from qbit_consumer.config import CommandsConfig, Config
 from qbit_consumer.contract.messages import MANAGED_TAG
+from qbit_consumer.counters import Counters
 from qbit_consumer.model import PENDING_PAUSE, PENDING_REMOVE_FILES, Download
 from qbit_consumer.tracking import lifecycle
 from qbit_consumer.tracking.outbox import PublishQueue
@@ -66,6 +67,7 @@ def setup(tmp_path: Path, **commands) -> Setup:
         guard=PoisonGuard(tmp_path / "in-hand"),
         stopping=lambda: False,
         tracked=s.registry,
+        counters=Counters(),
     )
     return s
 

@@ -158,7 +158,29 @@ def test_an_outage_shorter_than_the_threshold_publishes_neither_alert(cycle):
     events = [event for _ in range(THRESHOLD + 1) for event in cycle.poll()]
 
     assert events == []
-    assert cycle.qbit.calls == ["ping"] * (THRESHOLD + 1)
+    # qBittorrent's version is asked once it answers (for the status message), not every cycle.
+    assert cycle.qbit.calls == ["ping"] * THRESHOLD + ["version", "ping"]
+
+
+def test_the_status_learns_qbittorrents_version_after_each_outage_and_when_reachability_changed(
+    cycle,
+):
+    cycle.poll()
+    first_up = cycle.poller.qbit.since
+    assert (cycle.poller.qbit.up, cycle.poller.qbit.version) == (True, "v5.3.0")
+    cycle.poll()
+    assert cycle.poller.qbit.since == first_up  # still up: no change to date
+    cycle.qbit.fail(TransientError("timeout"), times=2)
+    cycle.poll()
+    down = cycle.poller.qbit.since
+    cycle.poll()
+    assert (cycle.poller.qbit.up, cycle.poller.qbit.since) == (False, down)
+    cycle.poll()
+
+    assert cycle.poller.qbit.up and cycle.poller.qbit.since != down
+    assert cycle.qbit.calls.count("version") == 2
+    at, seconds = cycle.poller.last_poll or (0.0, -1.0)
+    assert at > 0 and seconds >= 0
 
 
 def test_polling_failed_counts_the_failures_and_dates_the_outage_from_the_first(cycle):

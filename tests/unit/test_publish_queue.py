@@ -82,3 +82,26 @@ def test_producers_wake_the_publisher():
     queue.put_progress([progress("a", 1)])
     queue.put_lifecycle([lifecycle("a", "downloads.completed", 1)])
     assert len(woken) == 2
+
+
+def status(n: int) -> Envelope:
+    return Envelope(
+        routing_key="downloads.status",
+        body=str(n).encode(),
+        event_id=f"s-{n}",
+        hash=None,
+        request_id=None,
+        persistent=True,
+    )
+
+
+def test_a_newer_status_replaces_the_one_waiting_in_its_place_and_queues_again_once_taken():
+    queue = PublishQueue()
+    queue.put_status(status(1))
+    queue.put_lifecycle([lifecycle("a", "downloads.completed", 1)])
+    for n in range(2, 61):  # an hour of statuses while the broker is away
+        queue.put_status(status(n))
+
+    assert drain(queue) == ["s-60", "e-1"]
+    queue.put_status(status(61))
+    assert drain(queue) == ["s-61"]
