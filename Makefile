@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # Test processes side by side: the live tests mostly wait on real services, not on the CPU.
 TEST_WORKERS ?= 3
 
-.PHONY: install run check test lint format clean demo fuzz faults bench bench-poll bench-latency bench-history
+.PHONY: install run check image test lint format clean demo fuzz faults bench bench-poll bench-latency bench-history
 
 $(BIN)/.installed: setup.cfg setup.py
 	@scripts/bootstrap-venv.sh $(PYTHON) $(VENV)
@@ -30,9 +30,15 @@ demo: install
 check: install $(filter config.ini,$(CONFIG))
 	$(BIN)/qbit-consumer check --config $(CONFIG)
 
-# The tests that change the whole broker (marked serial) run alone, after the others.
+# The image, with docker or podman (whichever this machine has): qbit-consumer:<version> and :latest.
+image:
+	@scripts/image.sh
+
+# The tests that change the whole broker (marked serial) run alone, after the others. The image
+# the container tests run is built first, from this tree.
 test: install
 	@scripts/ensure-services.sh
+	@scripts/image.sh qbit-consumer:test
 	$(BIN)/ruff check qbit_consumer tests bench scripts
 	$(BIN)/pytest -n $(TEST_WORKERS) -m "not serial"
 	$(BIN)/pytest -m serial

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure the real services the tests need are here: qbittorrent-nox (the tests start their
 # own instances: Debian bookworm's 4.5.2, and the 5.x builds that scripts/fetch-qbittorrent.sh
-# caches from Debian's newer suites) and a reachable RabbitMQ. Installs what it can as root with
+# caches from Debian's newer suites), a container engine for the image, and a reachable RabbitMQ. Installs what it can as root with
 # apt-get; otherwise fails with one line that says what is missing.
 set -euo pipefail
 
@@ -34,6 +34,18 @@ if ! /usr/bin/python3 -c 'import libtorrent' >/dev/null 2>&1; then
         apt_install python3-libtorrent
     else
         echo "missing: python3-libtorrent (run as root, or: sudo apt-get install python3-libtorrent)" >&2
+        exit 1
+    fi
+fi
+
+# A container engine: the tests build the image and run it. Debian's podman needs no daemon; runc
+# is its runtime here (this kind of sandboxed machine refuses crun's cgroup set-up).
+if ! "$(dirname "$0")/container-engine.sh" >/dev/null 2>&1; then
+    if can_apt; then
+        echo "installing podman and runc (apt-get)"
+        apt_install podman runc
+    else
+        echo "missing: a container engine to build and run the image (sudo apt-get install podman runc, or Docker)" >&2
         exit 1
     fi
 fi
