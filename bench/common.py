@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
-
-import qbittorrentapi
 
 from qbit_consumer.broker import Broker, Outgoing
 from tests.fixtures.qbittorrent import QbitProcess
@@ -55,25 +52,6 @@ def memory_mib(pid: int) -> tuple[float, float]:
 def pid_of(process: QbitProcess) -> int:
     assert process._process is not None
     return process._process.pid
-
-
-def dead_magnets(client: qbittorrentapi.Client, count: int) -> list[str]:
-    """Add ``count`` magnets with random info-hashes (they wait for metadata forever)."""
-    hashes = [secrets.token_hex(20) for _ in range(count)]
-    for start in range(0, count, 500):
-        client.torrents_add(
-            urls="\n".join(f"magnet:?xt=urn:btih:{h}" for h in hashes[start : start + 500])
-        )
-    return hashes
-
-
-def wait_count(client: qbittorrentapi.Client, count: int, timeout: float = 180) -> None:
-    wait_until(
-        lambda: len(client.torrents_info()) >= count,
-        timeout,
-        f"{count} torrents listed",
-        interval=0.5,
-    )
 
 
 class ServiceProcess:

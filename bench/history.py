@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pika.exceptions
 
-from bench.common import ROOT, ServiceProcess, memory_mib, qbittorrent, wait_count
+from bench.common import ROOT, ServiceProcess, memory_mib, qbittorrent
 from qbit_consumer.broker import Broker
 from qbit_consumer.broker.publishing import send_event
 from qbit_consumer.broker.stream import StreamReader
@@ -33,6 +33,7 @@ from qbit_consumer.config import Config
 from qbit_consumer.contract.events import Added, Completed, Event, Received, Removed, rfc3339
 from qbit_consumer.contract.messages import MANAGED_TAG
 from qbit_consumer.tracking.state import State
+from tests.fixtures.qbittorrent import wait_count
 from tests.fixtures.rabbitmq import BrokerHelper, EventCollector, rabbitmqctl, vhost_of, wait_until
 from tests.fixtures.service import TestNames, load, service_ini
 

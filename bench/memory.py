@@ -8,16 +8,15 @@ from pathlib import Path
 
 from bench.common import (
     ServiceProcess,
-    dead_magnets,
     memory_mib,
     publish_commands,
     qbittorrent,
-    wait_count,
 )
 from qbit_consumer.model import Download
 from qbit_consumer.tracking.outbox import PublishQueue
 from qbit_consumer.tracking.registry import Registry
 from qbit_consumer.tracking.state import State
+from tests.fixtures.qbittorrent import dead_magnets, wait_count
 from tests.fixtures.rabbitmq import wait_until
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
 import tempfile
 import time
 from pathlib import Path
@@ -36,7 +35,7 @@ from qbit_consumer.tracking.outbox import PublishQueue
 from qbit_consumer.tracking.poller import COMPLETED_SWEEP_CYCLES, PollerThread
 from qbit_consumer.tracking.registry import Registry
 from qbit_consumer.tracking.state import State
-from tests.fixtures.qbittorrent import USERNAME, QbitProcess
+from tests.fixtures.qbittorrent import USERNAME, QbitProcess, dead_magnets, wait_count
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -48,14 +47,6 @@ def cpu_seconds(pid: int) -> float:
 
 def qbit_pid(process: QbitProcess) -> int:
     return process._process.pid
-
-
-def add_dead_magnets(client: qbittorrentapi.Client, count: int) -> list[str]:
-    hashes = [secrets.token_hex(20) for _ in range(count)]
-    for start in range(0, count, 500):
-        batch = hashes[start : start + 500]
-        client.torrents_add(urls="\n".join(f"magnet:?xt=urn:btih:{h}" for h in batch))
-    return hashes
 
 
 def make_complete_torrents(root: Path, count: int) -> list[tuple[bytes, str]]:
@@ -88,14 +79,6 @@ def add_complete_torrents(
     return [h for _, h in made]
 
 
-def wait_listed(client: qbittorrentapi.Client, count: int) -> None:
-    deadline = time.monotonic() + 120
-    while len(client.torrents_info()) < count:
-        if time.monotonic() > deadline:
-            raise RuntimeError("qBittorrent did not list every torrent")
-        time.sleep(0.5)
-
-
 def measure(
     size: int, active: int, made: list[tuple[bytes, str]], cycles: int, root: Path
 ) -> dict[str, float]:
@@ -104,10 +87,10 @@ def measure(
     process.start()
     try:
         client = process.client()
-        tracked_active = add_dead_magnets(client, active)
+        tracked_active = dead_magnets(client, active)
         tracked_done = add_complete_torrents(client, root, made)
-        add_dead_magnets(client, size - active - completed)
-        wait_listed(client, size)
+        dead_magnets(client, size - active - completed)
+        wait_count(client, size)
         time.sleep(2)  # let qBittorrent settle after the adds
 
         cfg = Config(

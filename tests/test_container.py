@@ -15,7 +15,6 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -26,6 +25,7 @@ from qbit_consumer.tracking.registry import Registry
 from qbit_consumer.tracking.state import State
 from tests.fixtures.container import ROOT, Container, Containers, build_image, container_engine
 from tests.fixtures.faults import HttpFaultProxy, TcpProxy
+from tests.fixtures.qbittorrent import dead_magnets, wait_count
 from tests.fixtures.rabbitmq import wait_until
 from tests.fixtures.seeder import wait_complete
 from tests.fixtures.service import magnet_for, random_hash, service_ini
@@ -359,10 +359,12 @@ def test_healthcheck_in_the_container_names_a_stuck_poller(
 
 @pytest.mark.live
 def test_10000_tracked_downloads_fit_in_the_compose_examples_128_mib(
-    containers, qbit_factory, amqp_url, names, tmp_path
+    containers, qbit_factory, amqp_url, names, broker, tmp_path
 ):
     library = qbit_factory("library")
-    hashes = _dead_magnets(library, 10_000)
+    client = library.client()
+    hashes = dead_magnets(client, 10_000)
+    wait_count(client, 10_000)
     data = data_dir(tmp_path)
     state = State(data / "qbit-consumer.sqlite3")
     Registry(state, PublishQueue()).track(
@@ -371,7 +373,14 @@ def test_10000_tracked_downloads_fit_in_the_compose_examples_128_mib(
     state.close()
     for path in data.iterdir():
         os.chown(path, IMAGE_UID, IMAGE_UID)
-    config = config_dir(tmp_path, amqp_url, names, library.url, library.password)
+    config = config_dir(
+        tmp_path,
+        amqp_url,
+        names,
+        library.url,
+        library.password,
+        service={"status_interval_seconds": 5},
+    )
 
     container = started(containers.new().run("--memory", "128m", *mounts(config, data)), timeout=60)
     samples = []
@@ -390,14 +399,10 @@ def test_10000_tracked_downloads_fit_in_the_compose_examples_128_mib(
     )
     assert peak_working_set < MEMORY_LIMIT * 0.75  # room left for a full listing
     assert container.healthcheck() == (0, "healthy")
-
-
-def _dead_magnets(qbit: Any, count: int) -> list[str]:
-    """``count`` magnets with random info-hashes (they wait for metadata forever), listed."""
-    client = qbit.client()
-    hashes = [secrets.token_hex(20) for _ in range(count)]
-    for start in range(0, count, 500):
-        chunk = hashes[start : start + 500]
-        client.torrents_add(urls="\n".join(f"magnet:?xt=urn:btih:{h}" for h in chunk))
-    wait_until(lambda: len(client.torrents_info()) >= count, 180, f"{count} torrents", interval=1)
-    return hashes
+    # It did track and poll them all meanwhile, as its own status says.
+    [(_, body)] = broker.get_all(names.status_queue)
+    status = json.loads(body)
+    print(f"its downloads.status: {body.decode()}")
+    assert status["tracked"] == {"total": 10_000, "active": 10_000}
+    assert status["events"]["downloads.progress"] >= 3 * 10_000
+    assert status["qbittorrent"]["reachable"] is True

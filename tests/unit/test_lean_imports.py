@@ -76,3 +76,26 @@ def test_a_process_that_imported_pika_and_requests_first_keeps_them_whole():
     )
 
     assert kept == [True, True, True]
+
+
+def test_the_healthcheck_loads_neither_the_broker_nor_the_qbittorrent_libraries(tmp_path):
+    """Docker runs it every 30 s on a NAS: it reads the config and a small JSON file, so it has
+    no use for pika, requests, qbittorrent-api, SQLite or the logging set-up."""
+    config = tmp_path / "c.ini"
+    config.write_text(f"[state]\npath = {tmp_path / 'state.sqlite3'}\n")
+    heavy = ["pika", "requests", "urllib3", "qbittorrentapi", "sqlite3", "pythonjsonlogger"]
+
+    loaded = fresh(
+        "import contextlib, io, json, sys\n"
+        "from qbit_consumer.cli.main import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+        f"    code = main(['healthcheck', '--config', {str(config)!r}])\n"
+        f"print(json.dumps([code, out.getvalue(), [m for m in {heavy!r} if m in sys.modules]]))\n"
+    )
+
+    assert loaded == [
+        1,
+        f"unhealthy: {tmp_path / 'state.health.json'} does not exist: the service is not "
+        "running (or not yet)\n",
+        [],
+    ]
