@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # Test processes side by side: the live tests mostly wait on real services, not on the CPU.
 TEST_WORKERS ?= 3
 
-.PHONY: install run check image test lint format clean demo fuzz faults bench bench-poll bench-latency bench-history
+.PHONY: install run check image test lint format clean demo fuzz faults bench bench-poll bench-latency bench-history bench-container
 
 $(BIN)/.installed: setup.cfg setup.py
 	@scripts/bootstrap-venv.sh $(PYTHON) $(VENV)
@@ -80,3 +80,9 @@ bench-latency: install
 
 bench-history: install
 	$(BIN)/python -m bench.history
+
+# The image on a NAS: its size, a health probe's cost, 10,000 tracked under --memory 128m
+# (docs/benchmarks-container.md).
+bench-container: install
+	@scripts/ensure-services.sh
+	$(BIN)/python -m bench.container

@@ -9,31 +9,33 @@ read-only at /config, and a host folder (or a named volume) at /data.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from qbit_consumer import __version__
-from qbit_consumer.model import Download
-from qbit_consumer.tracking.outbox import PublishQueue
-from qbit_consumer.tracking.registry import Registry
-from qbit_consumer.tracking.state import State
-from tests.fixtures.container import ROOT, Container, Containers, build_image, container_engine
+from tests.fixtures.container import (
+    IMAGE_UID,
+    ROOT,
+    Container,
+    Containers,
+    build_image,
+    config_dir,
+    container_engine,
+    data_dir,
+    mounts,
+    tracked_library,
+)
 from tests.fixtures.faults import HttpFaultProxy, TcpProxy
-from tests.fixtures.qbittorrent import dead_magnets, wait_count
 from tests.fixtures.rabbitmq import wait_until
 from tests.fixtures.seeder import wait_complete
-from tests.fixtures.service import magnet_for, random_hash, service_ini
+from tests.fixtures.service import magnet_for, random_hash
 
 pytestmark = pytest.mark.image
 
-#: The image's own user (Dockerfile).
-IMAGE_UID = 10001
 #: The limit of docker-compose.example.yml.
 MEMORY_LIMIT = 128 * 2**20
 
@@ -50,27 +52,6 @@ def containers(image: tuple[str, str]) -> Iterator[Containers]:
     made = Containers(*image)
     yield made
     made.remove_all()
-
-
-def config_dir(tmp_path: Path, amqp_url: str, names, qbit_url: str, password: str, **sections):
-    """A folder holding config.ini, to be mounted read-only at /config (readable by any uid)."""
-    folder = tmp_path / "config"
-    folder.mkdir(mode=0o755)
-    path = service_ini(folder / "config.ini", amqp_url, names, qbit_url, password, **sections)
-    path.chmod(0o644)
-    return folder
-
-
-def data_dir(tmp_path: Path, owner: int = IMAGE_UID, name: str = "data") -> Path:
-    """A host folder for /data owned by ``owner`` (its uid and gid), as a NAS user makes one."""
-    folder = tmp_path / name
-    folder.mkdir(mode=0o755)
-    os.chown(folder, owner, owner)
-    return folder
-
-
-def mounts(config: Path, data: Path | str) -> list[str]:
-    return ["-v", f"{config}:/config:ro", "-v", f"{data}:/data"]
 
 
 def add(broker, names, magnet: str, request_id: str) -> None:
@@ -362,17 +343,8 @@ def test_10000_tracked_downloads_fit_in_the_compose_examples_128_mib(
     containers, qbit_factory, amqp_url, names, broker, tmp_path
 ):
     library = qbit_factory("library")
-    client = library.client()
-    hashes = dead_magnets(client, 10_000)
-    wait_count(client, 10_000)
     data = data_dir(tmp_path)
-    state = State(data / "qbit-consumer.sqlite3")
-    Registry(state, PublishQueue()).track(
-        [Download.added(hash=h, request_id=None, category="tv", name=h, qbit_id=h) for h in hashes]
-    )
-    state.close()
-    for path in data.iterdir():
-        os.chown(path, IMAGE_UID, IMAGE_UID)
+    tracked_library(library, data, 10_000)
     config = config_dir(
         tmp_path,
         amqp_url,
