@@ -9,6 +9,7 @@ read-only at /config, and a host folder (or a named volume) at /data.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import subprocess
 import time
@@ -215,36 +216,42 @@ def test_a_data_folder_the_uid_cannot_write_is_one_line_naming_the_folder_and_th
 
 
 @pytest.mark.live
-def test_secrets_from_files_are_used_and_never_shown_in_inspect_or_logs(
+def test_as_the_compose_example_runs_it_secrets_from_files_never_show_in_inspect_or_logs(
     containers, qbittorrent, amqp_url, names, broker, events, tmp_path
 ):
     config = config_dir(tmp_path, amqp_url, names, qbittorrent.url, "")
-    secret_file = tmp_path / "qbittorrent_password"
-    secret_file.write_text(qbittorrent.password + "\n")
-    secret = f"qbc-test-{secrets.token_hex(4)}"
-    engine = containers.engine
-    subprocess.run([engine, "secret", "create", secret, str(secret_file)], check=True)
-    try:
-        container = started(
-            containers.new().run(
-                "--secret",
-                secret,
-                "-e",
-                f"QBIT_CONSUMER_QBITTORRENT_PASSWORD_FILE=/run/secrets/{secret}",
-                "-e",
-                "QBIT_CONSUMER_LOGGING_LEVEL=DEBUG",
-                *mounts(config, data_dir(tmp_path)),
-            )
+    # A secret file as compose mounts one (`secrets: file:`): readable by the service's user only.
+    secret = tmp_path / "qbittorrent_password"
+    secret.write_text(qbittorrent.password + "\n")
+    secret.chmod(0o600)
+    os.chown(secret, 1000, 1000)
+    # The compose example's settings together: its own uid, a read-only root with a tmpfs at
+    # /tmp, the memory limit, the password from the secret file.
+    container = started(
+        containers.new().run(
+            "--user",
+            "1000:1000",
+            "--read-only",
+            "--tmpfs",
+            "/tmp",
+            "--memory",
+            "128m",
+            "-v",
+            f"{secret}:/run/secrets/qbittorrent_password:ro",
+            "-e",
+            "QBIT_CONSUMER_QBITTORRENT_PASSWORD_FILE=/run/secrets/qbittorrent_password",
+            "-e",
+            "QBIT_CONSUMER_LOGGING_LEVEL=DEBUG",
+            *mounts(config, data_dir(tmp_path, 1000)),
         )
-        infohash = random_hash()
-        add(broker, names, magnet_for(infohash), "secret-login")
-        events.wait_for("downloads.added", hash=infohash)  # it logged in with the secret
+    )
+    infohash = random_hash()
+    add(broker, names, magnet_for(infohash), "secret-login")
+    events.wait_for("downloads.added", hash=infohash)  # it logged in with the secret
 
-        assert qbittorrent.password not in json.dumps(container.inspect())
-        assert qbittorrent.password not in container.logs()
-    finally:
-        containers.remove_all()
-        subprocess.run([engine, "secret", "rm", secret], capture_output=True)
+    assert qbittorrent.password not in json.dumps(container.inspect())
+    assert qbittorrent.password not in container.logs()
+    assert container.healthcheck() == (0, "healthy")
 
 
 @pytest.mark.live
