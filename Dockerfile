@@ -41,7 +41,8 @@ VOLUME ["/data"]
 # Fails when the service is not running, a thread is stuck, the state file cannot be written,
 # qBittorrent refuses our login, or RabbitMQ has been unreachable for longer than
 # [service] unhealthy_after_seconds (90 s); a qBittorrent outage alone does not count (the
-# service reports it as events). Imports only what it needs: about 0.2 s and 20 MB a probe.
+# service reports it as events). Imports only what it needs: 0.15 s and 21 MiB a probe
+# (docs/benchmarks-container.md).
 HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 \
     CMD ["qbit-consumer", "healthcheck", "--config", "/config/config.ini"]
 
