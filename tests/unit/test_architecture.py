@@ -13,6 +13,19 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "qbit_consumer"
 
+#: What the two paths (commands, tracking) stand on: the adapters and everything below them.
+PATH_MAY_IMPORT = {
+    "broker",
+    "config",
+    "contract",
+    "counters",
+    "errors",
+    "model",
+    "qbit",
+    "redact",
+    "threads",
+}
+
 #: Each room (a top-level module or package of qbit_consumer) and the rooms it may import.
 #: The floors: the domain and the wire format at the bottom, the adapters above them, the two
 #: paths (commands, tracking) above the adapters and independent of each other, the
@@ -28,28 +41,8 @@ MAY_IMPORT: dict[str, set[str]] = {
     "logs": {"config", "redact"},
     "broker": {"config", "contract", "errors", "redact"},
     "qbit": {"config", "errors", "model", "redact"},
-    "commands": {
-        "broker",
-        "config",
-        "contract",
-        "counters",
-        "errors",
-        "model",
-        "qbit",
-        "redact",
-        "threads",
-    },
-    "tracking": {
-        "broker",
-        "config",
-        "contract",
-        "counters",
-        "errors",
-        "model",
-        "qbit",
-        "redact",
-        "threads",
-    },
+    "commands": PATH_MAY_IMPORT,
+    "tracking": PATH_MAY_IMPORT,
     "history": {"contract", "errors", "model"},
     "health": {"config", "threads"},
     "status": {"__init__", "config", "contract", "counters", "model"},
