@@ -8,16 +8,15 @@ from pathlib import Path
 
 from qbit_consumer.cli.exits import EXIT_FAILURE, EXIT_OK
 from qbit_consumer.config import Config
+from qbit_consumer.errors import BrokerUnavailable, HistoryUnavailable, StateCorrupt, StateError
+from qbit_consumer.service import Service, absent_or_empty
+from qbit_consumer.tracking.lock import StateLock
+from qbit_consumer.tracking.state import State
 
 
 def recover(cfg: Config) -> int:
     """Move a corrupt state file aside (never delete it) and rebuild the tracked set from the
     history stream and qBittorrent, as a start without a state file does."""
-    from qbit_consumer.errors import BrokerUnavailable, HistoryUnavailable, StateCorrupt, StateError
-    from qbit_consumer.service import Service, absent_or_empty
-    from qbit_consumer.tracking.lock import StateLock
-    from qbit_consumer.tracking.state import State
-
     if not cfg.history.enabled:
         print(
             "qbit-consumer: history is disabled ([history] enabled = false): there is nothing "
