@@ -121,17 +121,19 @@ def test_stop_exits_0_within_10_s_and_a_new_container_reports_the_completion_it_
     containers, qbit_factory, seeder, amqp_url, names, broker, events, tmp_path
 ):
     leecher = qbit_factory("slow")
-    leecher.client().app_set_preferences({"dl_limit": 2**20})  # 8 MiB take ~8 s
-    config = config_dir(tmp_path, amqp_url, names, leecher.url, leecher.password)
+    leecher.client().app_set_preferences({"dl_limit": 2**19})  # 8 MiB take ~16 s
+    config = config_dir(
+        tmp_path, amqp_url, names, leecher.url, leecher.password, polling={"interval_seconds": 1}
+    )
     data = data_dir(tmp_path)
     first = started(containers.new().run(*mounts(config, data)))
     payload = seeder.share(8 * 2**20)
     add(broker, names, payload.magnet, "across-containers")
     wait_until(
         lambda: any(
-            0 < e["progress"] < 0.6 for e in events.of("downloads.progress", hash=payload.infohash)
+            0 < e["progress"] < 1 for e in events.of("downloads.progress", hash=payload.infohash)
         ),
-        30,
+        60,
         "the download under way",
     )
 
