@@ -32,6 +32,11 @@ class Sent:
     routed: bool = True
     nacked: bool = False
 
+    @property
+    def accepted(self) -> bool:
+        """The broker confirmed it and did not refuse it: it is safe with the broker."""
+        return self.confirmed and not self.nacked
+
 
 class InFlight:
     """The messages of one channel that the broker has not confirmed yet."""

@@ -128,7 +128,7 @@ class Settler:
                 self._broker.ack(item.delivery)
         self._counters.commands(self._outcome(item) for item in done)
         self._counters.events(
-            sent.routing_key for item in done for sent in item.events if _confirmed(sent)
+            sent.routing_key for item in done for sent in item.events if sent.accepted
         )
 
     def _outcome(self, item: Taken) -> str:
@@ -171,11 +171,7 @@ class Settler:
 
 
 def _safe(sent: Sent) -> bool:
-    return _confirmed(sent) and sent.routed
-
-
-def _confirmed(sent: Sent) -> bool:
-    return sent.confirmed and not sent.nacked
+    return sent.accepted and sent.routed
 
 
 def log_fields(item: Taken) -> dict[str, Any]:

@@ -120,7 +120,7 @@ class PublisherThread(ServiceThread):
         except BrokerUnavailable:
             # What the broker confirmed before it went is done; the rest goes out again after
             # the reconnect (at least once: consumers dedupe on event_id).
-            confirmed = [(event, s) for event, s in sent if s.confirmed and not s.nacked]
+            confirmed = [(event, s) for event, s in sent if s.accepted]
             self._done_with(confirmed, exchange)
             done = {id(event) for event, _ in confirmed}
             self._queue.put_back([event for event in batch if id(event) not in done])
