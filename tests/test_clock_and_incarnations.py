@@ -9,10 +9,10 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from datetime import datetime
 
 import pytest
 
+from qbit_consumer.contract.events import read_rfc3339
 from qbit_consumer.tracking.lifecycle import VANISHED_WAIT_CYCLES
 from qbit_consumer.tracking.poller import REMOVAL_CONFIRM_SECONDS, PollerThread
 from tests.fixtures.rabbitmq import wait_until
@@ -27,7 +27,7 @@ def send(broker, names, magnet, request_id):
 
 
 def epoch(rfc3339: str) -> float:
-    return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
+    return read_rfc3339(rfc3339).timestamp()
 
 
 class PollerHold:

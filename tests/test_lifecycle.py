@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime
 
 import pytest
 
+from qbit_consumer.contract.events import read_rfc3339
 from tests.fixtures.rabbitmq import wait_until
 from tests.fixtures.seeder import sha256_of, wait_complete
 from tests.fixtures.service import magnet_for, random_hash
@@ -25,7 +25,7 @@ def send(broker, names, magnet, category="movies", request_id=None):
 
 
 def epoch(rfc3339: str) -> float:
-    return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
+    return read_rfc3339(rfc3339).timestamp()
 
 
 @pytest.mark.compat

@@ -11,13 +11,13 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import datetime
 from typing import Any, TextIO
 
 from qbit_consumer.broker import Delivery, Outgoing
 from qbit_consumer.broker.operator import OperatorBroker
 from qbit_consumer.commands.table import parse_command
 from qbit_consumer.config import Config
+from qbit_consumer.contract.events import read_rfc3339
 from qbit_consumer.contract.messages import CommandContext
 from qbit_consumer.errors import InvalidCommand
 
@@ -181,11 +181,7 @@ def _eta(seconds: int | None) -> str:
 
 def _clock(rfc3339: str | None) -> str:
     try:
-        return (
-            datetime.fromisoformat(str(rfc3339).replace("Z", "+00:00"))
-            .astimezone()
-            .strftime("%H:%M:%S")
-        )
+        return read_rfc3339(str(rfc3339)).astimezone().strftime("%H:%M:%S")
     except ValueError:
         return "--:--:--"
 

@@ -17,6 +17,7 @@ from typing import Final, TextIO
 from qbit_consumer.broker.operator import OperatorBroker
 from qbit_consumer.cli.exits import EXIT_FAILURE, EXIT_OK
 from qbit_consumer.config import Config
+from qbit_consumer.contract.events import read_rfc3339
 from qbit_consumer.contract.status import Status, read_status
 from qbit_consumer.contract.structure import FieldError
 from qbit_consumer.errors import QueueMissing
@@ -116,7 +117,7 @@ def _counts(counts: Mapping[str, int], *, every: bool = False) -> str:
 
 def _when(rfc3339: str) -> datetime:
     try:
-        when = datetime.fromisoformat(rfc3339.replace("Z", "+00:00"))
+        when = read_rfc3339(rfc3339)
     except ValueError:
         return datetime.fromtimestamp(0, UTC)  # unreadable: as old as can be, hence stale
     return when if when.tzinfo else when.replace(tzinfo=UTC)

@@ -29,6 +29,19 @@ def rfc3339(epoch: float | None = None) -> str:
     return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def read_rfc3339(text: str) -> datetime:
+    """A time written as ``rfc3339`` writes it, read back with its zone.
+
+    :raises ValueError: it is not such a time.
+    """
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def wire_json(body: dict[str, Any]) -> bytes:
+    """A body as every message goes on the wire: compact UTF-8 JSON, other scripts as they are."""
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+
 @attrs.frozen(kw_only=True)
 class Event:
     """The envelope. ``hash`` is the download's stable key; null only for polling events and
@@ -63,7 +76,7 @@ class Event:
         return envelope
 
     def to_json(self) -> bytes:
-        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":")).encode()
+        return wire_json(self.to_dict())
 
     def envelope(self) -> Envelope:
         """The event as it goes out; serialised here, once."""

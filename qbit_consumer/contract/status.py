@@ -17,7 +17,7 @@ from typing import Any, Final
 import attrs
 import cattrs
 
-from qbit_consumer.contract.events import SCHEMA_VERSION, Envelope, rfc3339
+from qbit_consumer.contract.events import SCHEMA_VERSION, Envelope, rfc3339, wire_json
 from qbit_consumer.contract.messages import json_type, strict_converter
 from qbit_consumer.contract.structure import FieldError, short_repr, structure
 
@@ -106,10 +106,9 @@ class Status:
         }
 
     def envelope(self) -> Envelope:
-        body = json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":")).encode()
         return Envelope(
             routing_key=STATUS_EVENT,
-            body=body,
+            body=wire_json(self.to_dict()),
             event_id=self.event_id,
             hash=None,
             request_id=None,

@@ -12,6 +12,8 @@ from typing import Any, Final
 
 import attrs
 
+from qbit_consumer.contract.events import read_rfc3339
+
 _RELATIVE: Final = re.compile(r"^(\d+)([smhdw])$")
 _UNITS: Final = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
@@ -37,7 +39,7 @@ def entries(messages: Iterable[tuple[int, bytes]]) -> Iterator[Entry]:
     for offset, body in messages:
         try:
             event = json.loads(body)
-            at = datetime.fromisoformat(str(event["occurred_at"]).replace("Z", "+00:00"))
+            at = read_rfc3339(str(event["occurred_at"]))
         except (ValueError, KeyError, TypeError):
             continue
         if isinstance(event, dict) and "event" in event and at.tzinfo is not None:
