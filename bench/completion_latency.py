@@ -16,11 +16,11 @@ import statistics
 import tempfile
 import threading
 import time
-from datetime import datetime
 from pathlib import Path
 
 from bench.common import qbittorrent
 from qbit_consumer.config import load_config
+from qbit_consumer.contract.events import read_rfc3339
 from qbit_consumer.tracking.lifecycle import is_complete
 from tests.fixtures.qbittorrent import service_client
 from tests.fixtures.rabbitmq import BrokerHelper, EventCollector, TestVhost, connect, wait_until
@@ -29,7 +29,7 @@ from tests.fixtures.service import RunningService, TestNames, write_ini
 
 
 def epoch(text: str) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    return read_rfc3339(text).timestamp()
 
 
 def watch(
