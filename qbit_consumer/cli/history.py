@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import TextIO
 
 from qbit_consumer.broker.stream import StreamReader
-from qbit_consumer.cli.ops import event_parts
+from qbit_consumer.cli.ops import duration, event_parts
 from qbit_consumer.config import Config
 from qbit_consumer.history import trail
 from qbit_consumer.history.trail import Entry
@@ -75,7 +75,7 @@ def _print_lines(chosen: Iterable[Entry], *, timeline: bool, out: TextIO) -> Non
         when = entry.at.astimezone().strftime("%Y-%m-%d %H:%M:%S")
         step = ""
         if timeline:
-            gap = "" if previous is None else "+" + _duration((entry.at - previous).total_seconds())
+            gap = "" if previous is None else "+" + duration((entry.at - previous).total_seconds())
             step = f"{gap:>9}  "
             previous = entry.at
         print(f"{when}  {step}{kind:<19} {who}  {what}".rstrip(), file=out)
@@ -98,8 +98,8 @@ def _print_summary(summary: trail.Summary, out: TextIO) -> None:
     if times:
         median, p95 = statistics.median(times), trail.percentile(times, 0.95)
         print(
-            f"received -> completed ({len(times)} downloads): median {_duration(median)}, "
-            f"p95 {_duration(p95)}, max {_duration(max(times))}",
+            f"received -> completed ({len(times)} downloads): median {duration(median)}, "
+            f"p95 {duration(p95)}, max {duration(max(times))}",
             file=out,
         )
     if summary.unfinished:
@@ -108,19 +108,6 @@ def _print_summary(summary: trail.Summary, out: TextIO) -> None:
             when = at.astimezone().strftime("%Y-%m-%d %H:%M:%S")
             last_kind = last.removeprefix("downloads.")
             print(f"  {key[:12]}  {name[:40]:<40}  last: {last_kind} at {when}", file=out)
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(0.0, seconds)
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(round(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 48:
-        return f"{hours}h{minutes:02d}m"
-    return f"{hours // 24}d{hours % 24:02d}h"
 
 
 def _range(since: datetime | None, until: datetime | None) -> str:

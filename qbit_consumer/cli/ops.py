@@ -173,6 +173,20 @@ def size(n: float) -> str:
     return f"{n:.1f} TiB"  # pragma: no cover
 
 
+def duration(seconds: float) -> str:
+    """``42.0s``, ``3m05s``, ``5h07m``, ``3d04h``: a span a person reads at a glance."""
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours}h{minutes:02d}m"
+    return f"{hours // 24}d{hours % 24:02d}h"
+
+
 def _eta(seconds: int | None) -> str:
     if seconds is None:
         return "-"
@@ -260,6 +274,7 @@ __all__ = [
     "InvalidCommand",
     "dlq_list",
     "dlq_replay",
+    "duration",
     "event_parts",
     "format_event",
     "send",

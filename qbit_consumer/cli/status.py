@@ -16,6 +16,7 @@ from typing import Final, TextIO
 
 from qbit_consumer.broker.operator import OperatorBroker
 from qbit_consumer.cli.exits import EXIT_FAILURE, EXIT_OK
+from qbit_consumer.cli.ops import duration
 from qbit_consumer.config import Config
 from qbit_consumer.contract.events import read_rfc3339
 from qbit_consumer.contract.status import Status, read_status
@@ -57,7 +58,7 @@ def status(cfg: Config, *, as_json: bool = False, out: TextIO | None = None) -> 
     limit = STALE_INTERVALS * interval
     if age > limit:
         print(
-            f"STALE: the newest status is {_duration(age)} old, more than {STALE_INTERVALS} "
+            f"STALE: the newest status is {duration(age)} old, more than {STALE_INTERVALS} "
             f"intervals of {interval:g} s: the service is stopped, stuck, or cut off from "
             "RabbitMQ",
             file=out,
@@ -89,8 +90,8 @@ def describe(report: Status, age: float, interval: float) -> list[str]:
     qbit = report.qbittorrent
     lines = [
         f"{report.instance} {report.version} ({report.role}): status of {report.occurred_at}, "
-        f"{_duration(max(0.0, age))} ago (one every {interval:g} s)",
-        f"  up since {report.started_at} ({_duration(report.uptime_seconds)})",
+        f"{duration(age)} ago (one every {interval:g} s)",
+        f"  up since {report.started_at} ({duration(report.uptime_seconds)})",
         f"  qBittorrent {qbit.version or '(version unknown)'}: "
         + ("reachable" if qbit.reachable else "NOT REACHABLE")
         + (f" since {qbit.since}" if qbit.since else ""),
@@ -121,14 +122,3 @@ def _when(rfc3339: str) -> datetime:
     except ValueError:
         return datetime.fromtimestamp(0, UTC)  # unreadable: as old as can be, hence stale
     return when if when.tzinfo else when.replace(tzinfo=UTC)
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds < 120:
-        return f"{seconds} s"
-    if seconds < 7200:
-        return f"{seconds // 60} min"
-    if seconds < 172_800:
-        return f"{seconds // 3600} h {seconds % 3600 // 60} min"
-    return f"{seconds // 86_400} d {seconds % 86_400 // 3600} h"
