@@ -141,16 +141,12 @@ def _absent(command: ControlCommand, download: Download | None, tracked: BatchVi
     it was its doing, from ``pending``, after a crash), and one reported before is a repeat."""
     if download is not None:
         if command.routing_key == REMOVE:
-            return Done(
-                events=(), outcome=UNCHANGED, log_line=f"remove: {command.given} is gone already"
-            )
+            return _gone_already(command)
         detail = f"qBittorrent no longer holds {command.given}; its removal will be reported"
         return InvalidCommand(NOT_FOUND, detail)
     removed_before = tracked.was_tracked(command.keys)  # one look at the state file
     if command.routing_key == REMOVE and removed_before:
-        return Done(
-            events=(), outcome=UNCHANGED, log_line=f"remove: {command.given} is gone already"
-        )
+        return _gone_already(command)
     detail = f"qBittorrent holds no torrent {command.given}"
     if not removed_before:
         detail += ", and this service never tracked one"
@@ -202,11 +198,7 @@ def _switch(
     pending = PENDING_PAUSE if stop else PENDING_RESUME
     if (torrent.state in PAUSED) == stop:
         if download is None or download.paused == stop:
-            return Done(
-                events=(),
-                outcome=UNCHANGED,
-                log_line=f"{'paused' if stop else 'running'} already",
-            )
+            return _unchanged(f"{'paused' if stop else 'running'} already")
         by = BY_COMMAND if download.pending == pending else BY_EXTERNAL
         return _switched(command, torrent, download, stop=stop, by=by)
     failed = _ask(
@@ -288,6 +280,15 @@ def _identity(
         "name": torrent.name,
         "category": None,
     }
+
+
+def _gone_already(command: ControlCommand) -> Done:
+    return _unchanged(f"remove: {command.given} is gone already")
+
+
+def _unchanged(log_line: str) -> Done:
+    """Its effect was there already (a repeat, a redelivery): acked without an event."""
+    return Done(events=(), outcome=UNCHANGED, log_line=log_line)
 
 
 def _done(
