@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
@@ -27,13 +26,7 @@ def through(proxy: TcpProxy, url: str) -> str:
 
 
 def send(broker, names, infohash, request_id):
-    broker.publish(
-        names.command_exchange,
-        "downloads.add",
-        json.dumps(
-            {"magnet": magnet_for(infohash), "category": "tv", "request_id": request_id}
-        ).encode(),
-    )
+    broker.add(names.command_exchange, magnet_for(infohash), "tv", request_id)
 
 
 def test_unreachable_broker_then_back_loses_nothing_and_keeps_order(

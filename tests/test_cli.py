@@ -116,13 +116,7 @@ def test_service_process_adds_a_command_sent_with_plain_pika_and_exits_0_on_sigt
     process = spawn_service(config, log_path)
     try:
         infohash = random_hash()
-        broker.publish(
-            names.command_exchange,
-            "downloads.add",
-            json.dumps(
-                {"magnet": magnet_for(infohash), "category": "movies", "request_id": "by-hand"}
-            ).encode(),
-        )
+        broker.add(names.command_exchange, magnet_for(infohash), request_id="by-hand")
         events.wait_for("downloads.added", hash=infohash, request_id="by-hand")
         assert qbittorrent.client().torrents_info(torrent_hashes=infohash)[0].category == "movies"
 

@@ -4,7 +4,6 @@ again under the same hash, and a qBittorrent that comes back without its torrent
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import threading
 import time
@@ -22,8 +21,7 @@ pytestmark = pytest.mark.live
 
 
 def send(broker, names, magnet, request_id):
-    body = {"magnet": magnet, "category": "movies", "request_id": request_id}
-    broker.publish(names.command_exchange, "downloads.add", json.dumps(body).encode())
+    broker.add(names.command_exchange, magnet, request_id=request_id)
 
 
 def epoch(rfc3339: str) -> float:

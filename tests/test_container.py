@@ -55,11 +55,6 @@ def containers(image: tuple[str, str]) -> Iterator[Containers]:
     made.remove_all()
 
 
-def add(broker, names, magnet: str, request_id: str) -> None:
-    body = {"magnet": magnet, "category": "movies", "request_id": request_id}
-    broker.publish(names.command_exchange, "downloads.add", json.dumps(body).encode())
-
-
 def started(container: Container, timeout: float = 30) -> Container:
     container.wait_for_log("consuming commands", timeout)
     return container
@@ -106,7 +101,7 @@ def test_a_command_to_the_container_is_added_downloaded_and_completed(
     container = started(containers.new().run(*mounts(config, data_dir(tmp_path))))
     payload = seeder.share()
 
-    add(broker, names, payload.magnet, "in-a-container")
+    broker.add(names.command_exchange, payload.magnet, request_id="in-a-container")
 
     [added] = events.wait_for("downloads.added", hash=payload.infohash)
     assert added["request_id"] == "in-a-container"
@@ -128,7 +123,7 @@ def test_stop_exits_0_within_10_s_and_a_new_container_reports_the_completion_it_
     data = data_dir(tmp_path)
     first = started(containers.new().run(*mounts(config, data)))
     payload = seeder.share(8 * 2**20)
-    add(broker, names, payload.magnet, "across-containers")
+    broker.add(names.command_exchange, payload.magnet, request_id="across-containers")
     wait_until(
         lambda: any(
             0 < e["progress"] < 1 for e in events.of("downloads.progress", hash=payload.infohash)
@@ -159,7 +154,7 @@ def test_a_read_only_root_filesystem_needs_only_data_writable(
     container = started(containers.new().run("--read-only", *mounts(config, data_dir(tmp_path))))
     infohash = random_hash()
 
-    add(broker, names, magnet_for(infohash), "read-only")
+    broker.add(names.command_exchange, magnet_for(infohash), request_id="read-only")
 
     events.wait_for("downloads.added", hash=infohash)
     events.wait_for("downloads.progress", hash=infohash)
@@ -177,7 +172,7 @@ def test_any_uid_runs_it_over_a_data_folder_of_its_own_or_a_new_named_volume(
         containers.new().run("--user", "1000:1000", *mounts(config, data_dir(tmp_path, 1000)))
     )
     infohash = random_hash()
-    add(broker, names, magnet_for(infohash), "uid-1000")
+    broker.add(names.command_exchange, magnet_for(infohash), request_id="uid-1000")
     events.wait_for("downloads.added", hash=infohash)
     assert own.healthcheck() == (0, "healthy")
     assert (tmp_path / "data" / "qbit-consumer.sqlite3").stat().st_uid == 1000
@@ -248,7 +243,7 @@ def test_as_the_compose_example_runs_it_secrets_from_files_never_show_in_inspect
         )
     )
     infohash = random_hash()
-    add(broker, names, magnet_for(infohash), "secret-login")
+    broker.add(names.command_exchange, magnet_for(infohash), request_id="secret-login")
     events.wait_for("downloads.added", hash=infohash)  # it logged in with the secret
 
     assert qbittorrent.password not in json.dumps(container.inspect())
@@ -271,7 +266,7 @@ def test_a_password_in_the_environment_shows_only_where_the_user_put_it(
         )
     )
     infohash = random_hash()
-    add(broker, names, magnet_for(infohash), "env-login")
+    broker.add(names.command_exchange, magnet_for(infohash), request_id="env-login")
     events.wait_for("downloads.added", hash=infohash)
 
     assert qbittorrent.password not in container.logs()
@@ -332,7 +327,7 @@ def test_healthcheck_in_the_container_names_a_stuck_poller(
     try:
         container = started(containers.new().run(*mounts(config, data_dir(tmp_path))))
         infohash = random_hash()
-        add(broker, names, magnet_for(infohash), "to-poll")
+        broker.add(names.command_exchange, magnet_for(infohash), request_id="to-poll")
         events.wait_for("downloads.progress", hash=infohash)
         assert container.healthcheck() == (0, "healthy")
 

@@ -41,8 +41,7 @@ def read_history(amqp_url: str, stream: str, offset: Any = "first") -> list[dict
 
 
 def add(broker: BrokerHelper, names: Any, infohash: str, request_id: str) -> None:
-    body = {"magnet": magnet_for(infohash), "category": "tv", "request_id": request_id}
-    broker.publish(names.command_exchange, "downloads.add", json.dumps(body).encode())
+    broker.add(names.command_exchange, magnet_for(infohash), "tv", request_id)
 
 
 def test_the_stream_keeps_every_lifecycle_event_and_no_progress_and_reading_consumes_nothing(

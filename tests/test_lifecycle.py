@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
@@ -18,10 +17,7 @@ FAST = {"interval_seconds": 0.25, "failure_alert_threshold": 3}
 
 
 def send(broker, names, magnet, category="movies", request_id=None):
-    body = {"magnet": magnet, "category": category}
-    if request_id:
-        body["request_id"] = request_id
-    broker.publish(names.command_exchange, "downloads.add", json.dumps(body).encode())
+    broker.add(names.command_exchange, magnet, category, request_id or None)
 
 
 def epoch(rfc3339: str) -> float:

@@ -174,13 +174,7 @@ def test_make_run_with_a_config_file_takes_commands_polls_and_exits_0_on_sigterm
 
         # No log line marks a finished poll: a poll is proven by what it publishes.
         infohash = random_hash()
-        broker.publish(
-            names.command_exchange,
-            "downloads.add",
-            json.dumps(
-                {"magnet": magnet_for(infohash), "category": "movies", "request_id": "make-run"}
-            ).encode(),
-        )
+        broker.add(names.command_exchange, magnet_for(infohash), request_id="make-run")
         events.wait_for("downloads.added", hash=infohash, request_id="make-run")
         events.wait_for("downloads.progress", hash=infohash)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import logging
 import os
 import shutil
@@ -112,8 +111,7 @@ def fill(disk: Path) -> Path:
 
 
 def send(broker, names, infohash: str) -> None:
-    body = {"magnet": magnet_for(infohash), "category": "tv", "request_id": f"r-{infohash[:6]}"}
-    broker.publish(names.command_exchange, "downloads.add", json.dumps(body).encode())
+    broker.add(names.command_exchange, magnet_for(infohash), "tv", f"r-{infohash[:6]}")
 
 
 def healthcheck(cfg) -> subprocess.CompletedProcess[str]:

@@ -34,9 +34,8 @@ def test_the_status_counts_what_the_service_did_and_its_queue_keeps_only_the_new
     cfg = make_config(qbittorrent, service={"status_interval_seconds": 1, "name": "nas-1"})
     start_service(cfg)
     infohash = random_hash()
-    add = json.dumps({"magnet": magnet_for(infohash), "category": "movies"}).encode()
-    broker.publish(names.command_exchange, "downloads.add", add)
-    broker.publish(names.command_exchange, "downloads.add", add)  # qBittorrent has it: duplicate
+    broker.add(names.command_exchange, magnet_for(infohash))
+    broker.add(names.command_exchange, magnet_for(infohash))  # qBittorrent has it: duplicate
     broker.publish(names.command_exchange, "downloads.add", b"{not json")
     events.wait_for("downloads.failed")
     events.wait_for("downloads.added", count=2)
@@ -87,8 +86,7 @@ def test_the_status_is_not_kept_in_history(qbittorrent, make_config, start_servi
     start_service(cfg)
     wait_until(lambda: latest_status(broker, names), 10, "a first status")
     infohash = random_hash()
-    add = json.dumps({"magnet": magnet_for(infohash), "category": "movies"}).encode()
-    broker.publish(names.command_exchange, "downloads.add", add)
+    broker.add(names.command_exchange, magnet_for(infohash))
     wait_until(
         lambda: '"downloads.added"' in run_cli("history", "--json", "--config", cfg.source).stdout,
         15,
